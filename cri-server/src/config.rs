@@ -1,0 +1,201 @@
+//! The daemon's configuration: TOML, with embedded defaults.
+//!
+//! A config file is read whole and every key is checked (`deny_unknown_fields`), so a typo
+//! is an error that names the line and the key rather than a silently ignored setting.
+
+use std::path::{Path, PathBuf};
+
+use crius_handlers::Handlers;
+use serde::{Deserialize, Serialize};
+
+/// The embedded default configuration, as `crius config default` prints it.
+pub const DEFAULT_CONFIG: &str = include_str!("default-config.toml");
+
+/// crius's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Persistent data directory.
+    pub root: PathBuf,
+    /// Runtime state directory (sockets, bundles, netns pins).
+    pub state: PathBuf,
+    /// CRI listen address (`unix:///path` or a bare path).
+    pub listen: String,
+    /// tracing filter.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    /// Handler used when a pod names none.
+    pub default_handler: String,
+    /// RuntimeClass handlers by name.
+    pub handlers: Handlers,
+    /// Pod network (CNI) settings.
+    pub cni: CniConfig,
+}
+
+/// CNI settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CniConfig {
+    /// Directory holding network configs.
+    pub conf_dir: PathBuf,
+    /// Directories holding plugin binaries.
+    pub bin_dirs: Vec<PathBuf>,
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading config {path}: {source}")]
+    Read {
+        /// the file.
+        path: PathBuf,
+        /// the I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or names an unknown key; the message carries line and key.
+    #[error("config {origin}: {message}")]
+    Parse {
+        /// the file name, or `<default>`.
+        origin: String,
+        /// toml's message, which names the line, column and key.
+        message: String,
+    },
+    /// The TOML parsed but its values do not fit together.
+    #[error("config {origin}: {message}")]
+    Invalid {
+        /// the file name, or `<default>`.
+        origin: String,
+        /// what is wrong, naming the key.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Parses a config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// The embedded defaults.
+    pub fn default_config() -> Result<Config, ConfigError> {
+        Config::parse(DEFAULT_CONFIG, "<default>")
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            message,
+        };
+        if !self.handlers.contains_key(&self.default_handler) {
+            return Err(invalid(format!(
+                "default_handler = {:?} is not one of [handlers]: {}",
+                self.default_handler,
+                self.handlers.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        for (name, h) in &self.handlers {
+            if h.shim_path.is_none() {
+                crius_handlers::shim_binary_name(&h.runtime_type)
+                    .map_err(|e| invalid(format!("handlers.{name}.runtime_type: {e}")))?;
+            }
+        }
+        if self.socket_path().as_os_str().is_empty() {
+            return Err(invalid("listen: empty socket path".into()));
+        }
+        Ok(())
+    }
+
+    /// The CRI socket's filesystem path.
+    pub fn socket_path(&self) -> PathBuf {
+        PathBuf::from(self.listen.strip_prefix("unix://").unwrap_or(&self.listen))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_parses_and_has_runc() {
+        let cfg = Config::default_config().expect("embedded default must parse");
+        assert_eq!(cfg.default_handler, "runc");
+        assert_eq!(cfg.socket_path(), PathBuf::from("/run/crius/crius.sock"));
+        assert_eq!(
+            cfg.handlers["runc-go"].runtime_type,
+            "io.containerd.runc.v2"
+        );
+        assert_eq!(
+            cfg.handlers["crun"].options.binary_name.as_deref(),
+            Some("crun")
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let text = DEFAULT_CONFIG.replace("log_level = \"info\"", "log_levle = \"info\"");
+        let err = Config::parse(&text, "x.toml").expect_err("typo must be rejected");
+        let msg = err.to_string();
+        assert!(msg.contains("log_levle"), "{msg}");
+        assert!(msg.contains("line"), "{msg}");
+        assert!(msg.contains("x.toml"), "{msg}");
+    }
+
+    #[test]
+    fn bad_value_type_is_named() {
+        let text = DEFAULT_CONFIG.replace("root = \"/var/lib/crius\"", "root = 5");
+        let msg = Config::parse(&text, "x.toml")
+            .expect_err("int root")
+            .to_string();
+        assert!(msg.contains("root"), "{msg}");
+        assert!(msg.contains("line 5"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_default_handler_is_rejected() {
+        let text =
+            DEFAULT_CONFIG.replace("default_handler = \"runc\"", "default_handler = \"nope\"");
+        let msg = Config::parse(&text, "x.toml")
+            .expect_err("nope")
+            .to_string();
+        assert!(msg.contains("default_handler"), "{msg}");
+        assert!(msg.contains("nope"), "{msg}");
+    }
+
+    #[test]
+    fn bad_runtime_type_names_the_handler() {
+        let text = DEFAULT_CONFIG.replace(
+            "runtime_type = \"io.containerd.kata.v2\"",
+            "runtime_type = \"kata\"",
+        );
+        let msg = Config::parse(&text, "x.toml")
+            .expect_err("kata")
+            .to_string();
+        assert!(msg.contains("handlers.kata.runtime_type"), "{msg}");
+    }
+
+    #[test]
+    fn roundtrips_through_toml() {
+        let cfg = Config::default_config().expect("default");
+        let text = toml::to_string(&cfg).expect("serialize");
+        assert_eq!(Config::parse(&text, "rt").expect("reparse"), cfg);
+    }
+}

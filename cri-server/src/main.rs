@@ -1,0 +1,141 @@
+//! The `crius` binary: arguments, config, wiring.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use crius::config::{Config, DEFAULT_CONFIG};
+use crius::status::RuntimeStatus;
+
+/// crius: a Kubernetes CRI v1 container runtime.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Config file; the embedded defaults when absent.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Configuration.
+    Config {
+        #[command(subcommand)]
+        what: ConfigCommand,
+    },
+    /// Check the host and the handlers; exits non-zero when the default handler is unusable.
+    Check,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Print the embedded default configuration.
+    Default,
+}
+
+fn load(cli: &Cli) -> anyhow::Result<Config> {
+    Ok(match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default_config()?,
+    })
+}
+
+fn shim_search() -> Vec<PathBuf> {
+    let exe = std::env::current_exe().ok();
+    let path = std::env::var("PATH").ok();
+    crius_handlers::shim_search_path(exe.as_deref(), path.as_deref())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::Config {
+            what: ConfigCommand::Default,
+        }) => {
+            print!("{DEFAULT_CONFIG}");
+            Ok(())
+        }
+        Some(Command::Check) => {
+            let cfg = load(&cli)?;
+            let status = RuntimeStatus::new(cfg.clone(), shim_search());
+            let mut default_ok = false;
+            for c in status.handler_checks() {
+                match (&c.shim, &c.error) {
+                    (Some(p), _) => println!("handler {:<10} ok       {}", c.name, p.display()),
+                    (None, e) => println!(
+                        "handler {:<10} MISSING  {}",
+                        c.name,
+                        e.as_deref().unwrap_or("")
+                    ),
+                }
+                if c.name == cfg.default_handler && c.shim.is_some() {
+                    default_ok = true;
+                }
+            }
+            for cond in status.report().conditions {
+                println!(
+                    "{:<13} {} {} {}",
+                    cond.kind, cond.ok, cond.reason, cond.message
+                );
+            }
+            anyhow::ensure!(
+                default_ok,
+                "default handler {:?} has no shim binary",
+                cfg.default_handler
+            );
+            Ok(())
+        }
+        None => run(cli),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let cfg = load(&cli)?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
+                .with_context(|| format!("log_level {:?}", cfg.log_level))?,
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(async move {
+        for dir in [&cfg.root, &cfg.state] {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let socket = cfg.socket_path();
+        let status = Arc::new(RuntimeStatus::new(cfg, shim_search()));
+        for c in status.handler_checks() {
+            if let Some(e) = c.error {
+                tracing::warn!(handler = %c.name, "handler unusable: {e}");
+            }
+        }
+        crius::server::serve::serve(&socket, status, shutdown_signal())
+            .await
+            .context("CRI server")?;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the daemon still serves; it just cannot shut down cleanly.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

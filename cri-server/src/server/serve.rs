@@ -1,0 +1,60 @@
+//! Binding the CRI socket and serving both services on it.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use crius_proto::cri::{
+    image_service_server::ImageServiceServer, runtime_service_server::RuntimeServiceServer,
+};
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use super::{image::Images, runtime::Runtime};
+use crate::status::RuntimeStatus;
+
+/// Errors of setting up the CRI socket.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Creating the socket's directory, removing a stale socket or binding failed.
+    #[error("CRI socket {path}: {source}")]
+    Socket {
+        /// the socket path.
+        path: String,
+        /// the cause.
+        source: std::io::Error,
+    },
+    /// tonic failed while serving.
+    #[error("serving CRI: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Binds `path` (mode 0660, a stale socket replaced) and serves until `shutdown` resolves.
+pub async fn serve(
+    path: &Path,
+    status: Arc<RuntimeStatus>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let sock_err = |source| ServeError::Socket {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(sock_err)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(sock_err(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(sock_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(sock_err)?;
+    tracing::info!(socket = %path.display(), "serving CRI v1");
+    tonic::transport::Server::builder()
+        .add_service(RuntimeServiceServer::new(Runtime::new(status)))
+        .add_service(ImageServiceServer::new(Images))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await?;
+    let _ = std::fs::remove_file(path);
+    Ok(())
+}

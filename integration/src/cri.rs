@@ -1,0 +1,147 @@
+//! A CRI v1 client over a unix socket, and a crius daemon started on temp dirs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crius_proto::cri::{
+    image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
+};
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::host;
+
+/// Connects a tonic channel to a unix socket.
+pub async fn channel(socket: &Path) -> anyhow::Result<Channel> {
+    let path = socket.to_path_buf();
+    let channel = Endpoint::try_from("http://[::]:50051")?
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(stream))
+            }
+        }))
+        .await?;
+    Ok(channel)
+}
+
+/// Both CRI clients on one channel.
+pub struct CriClient {
+    /// RuntimeService.
+    pub runtime: RuntimeServiceClient<Channel>,
+    /// ImageService.
+    pub image: ImageServiceClient<Channel>,
+}
+
+impl CriClient {
+    /// Connects to a CRI endpoint.
+    pub async fn connect(socket: &Path) -> anyhow::Result<CriClient> {
+        let ch = channel(socket).await?;
+        Ok(CriClient {
+            runtime: RuntimeServiceClient::new(ch.clone()),
+            image: ImageServiceClient::new(ch),
+        })
+    }
+}
+
+/// A crius daemon on temp dirs. Dropping it stops the daemon.
+pub struct Daemon {
+    dir: tempfile::TempDir,
+    child: Child,
+    /// CRI socket.
+    pub socket: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `crius` (from the workspace's target dir) with a config derived from the
+    /// embedded default: temp `root`, `state`, socket and CNI conf dir, plus `extra` TOML
+    /// appended.
+    pub fn start(extra: &str) -> anyhow::Result<Daemon> {
+        let dir = tempfile::Builder::new()
+            .prefix("crius-d-")
+            .tempdir_in("/tmp")?;
+        let crius = host::workspace_binary("crius");
+        let default = Command::new(&crius).args(["config", "default"]).output()?;
+        anyhow::ensure!(default.status.success(), "crius config default failed");
+        let socket = dir.path().join("crius.sock");
+        let cni = dir.path().join("net.d");
+        std::fs::create_dir_all(&cni)?;
+        let mut config = String::from_utf8(default.stdout)?
+            .replace(
+                "/var/lib/crius",
+                &dir.path().join("root").display().to_string(),
+            )
+            .replace(
+                "unix:///run/crius/crius.sock",
+                &format!("unix://{}", socket.display()),
+            )
+            .replace(
+                "\"/run/crius\"",
+                &format!("{:?}", dir.path().join("state").display().to_string()),
+            )
+            .replace("/etc/cni/net.d", &cni.display().to_string());
+        config.push_str(extra);
+        let cfg_path = dir.path().join("crius.toml");
+        std::fs::write(&cfg_path, config)?;
+        let log = std::fs::File::create(dir.path().join("crius.log"))?;
+        let mut child = Command::new(&crius)
+            .arg("--config")
+            .arg(&cfg_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            if let Ok(Some(st)) = child.try_wait() {
+                anyhow::bail!(
+                    "crius exited with {st}: {}",
+                    std::fs::read_to_string(dir.path().join("crius.log")).unwrap_or_default()
+                );
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "crius socket never appeared"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Daemon { dir, child, socket })
+    }
+
+    /// The daemon's temp dir.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The CNI conf dir the daemon watches.
+    pub fn cni_conf_dir(&self) -> PathBuf {
+        self.dir.path().join("net.d")
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("crius.log")).unwrap_or_default()
+    }
+
+    /// Stops the daemon with SIGTERM and returns its exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        host::kill(self.child.id(), libc::SIGTERM);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,13 @@
+//! End-to-end tests and benchmarks for crius.
+//!
+//! Everything here runs real components: busybox-static bundles under runc, crun and youki,
+//! our shim and containerd's Go shim, and containerd 1.6 itself on a temp root. Each fixture
+//! owns temp dirs and sockets of its own, so tests run in parallel and clean up after
+//! themselves.
+
+pub mod bundle;
+pub mod containerd;
+pub mod cri;
+pub mod host;
+pub mod oci_archive;
+pub mod shim;
