@@ -1,0 +1,158 @@
+//! Create: mount the rootfs, set up stdio, `runtime create`, and start watching the init
+//! process. A Create that fails leaves nothing behind: no mount, no runtime state, no
+//! process, no entry in the table.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use runtime_v2_api::TaskEvent;
+
+use super::{Container, Process, Tasks};
+use crate::cgroup::Cgroup;
+use crate::error::{Result, ShimError};
+use crate::mount::{self, MountSpec};
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::stdio::{Owner, Prepared, StdioConfig};
+
+/// A Create request in domain terms.
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    /// Task id.
+    pub id: String,
+    /// Bundle dir (holds `config.json`).
+    pub bundle: PathBuf,
+    /// Mounts that make up the rootfs (may be empty: the bundle's rootfs is ready).
+    pub rootfs: Vec<MountSpec>,
+    /// Stdio.
+    pub stdio: StdioConfig,
+    /// Runtime options: binary name, root, systemd cgroup.
+    pub binary_name: String,
+    /// Runtime root ("" = default).
+    pub root: String,
+    /// `--systemd-cgroup`.
+    pub systemd_cgroup: bool,
+}
+
+/// Ids must be usable as file names and runtime ids.
+pub(super) fn check_id(what: &str, id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 1024
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+' | b'@' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ShimError::InvalidArgument(format!(
+            "{what} {id:?} is not valid (letters, digits and -_.+@: only)"
+        )))
+    }
+}
+
+impl Tasks {
+    /// Creates task `req.id`; returns the init pid.
+    pub async fn create(&self, req: CreateRequest) -> Result<u32> {
+        check_id("task id", &req.id)?;
+        {
+            let tasks = self.lock();
+            let mut creating = self.inner.creating.lock().unwrap_or_else(|p| p.into_inner());
+            if tasks.contains_key(&req.id) || creating.contains(&req.id) {
+                return Err(ShimError::AlreadyExists(format!("task {:?} already exists", req.id)));
+            }
+            creating.push(req.id.clone());
+        }
+        let result = self.create_reserved(&req).await;
+        self.inner
+            .creating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|i| i != &req.id);
+        result
+    }
+
+    async fn create_reserved(&self, req: &CreateRequest) -> Result<u32> {
+        let config_json = req.bundle.join("config.json");
+        if !config_json.is_file() {
+            return Err(ShimError::InvalidArgument(format!(
+                "bundle {} has no config.json",
+                req.bundle.display()
+            )));
+        }
+        let name = if req.binary_name.is_empty() { "runc" } else { req.binary_name.as_str() };
+        let base = Path::new(name).file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        let default_root = self.inner.default_root_base.join(base).join(&self.inner.namespace);
+        let config = RuntimeConfig::resolve(name, &req.root, req.systemd_cgroup, &default_root)?;
+        let runtime = Runtime::new(config, &req.bundle, self.inner.runner.clone());
+
+        let rootfs = req.bundle.join("rootfs");
+        mount::mount_all(&req.rootfs, &rootfs)?;
+        let owner = Owner {
+            id: req.id.clone(),
+            namespace: self.inner.namespace.clone(),
+        };
+        let pid_file = req.bundle.join("init.pid");
+        let since = Instant::now();
+        let created = async {
+            let mut prepared = Prepared::new(&req.stdio, &owner, &self.inner.runner).await?;
+            let console_path = prepared.console.as_ref().map(|c| c.path().to_path_buf());
+            let child = prepared.take_child();
+            runtime
+                .create(&req.id, &req.bundle, &pid_file, console_path.as_deref(), child)
+                .await?;
+            let io = prepared.finish(&owner, &self.inner.runner).await?;
+            let pid = read_pid(&pid_file)?;
+            Ok::<_, ShimError>((io, pid))
+        }
+        .await;
+        let (io, pid) = match created {
+            Ok(v) => v,
+            Err(e) => {
+                // Undo: the runtime's state and process, then the mounts.
+                let _ = runtime.delete(&req.id, true).await;
+                let _ = mount::unmount_all(&rootfs);
+                let _ = std::fs::remove_file(&pid_file);
+                return Err(e);
+            }
+        };
+        runtime.config().save(&req.bundle)?;
+
+        let exited = self.inner.runner.reaper().subscribe(pid, since);
+        let cgroup = Cgroup::for_pid(pid).ok().map(Arc::new);
+        let mut init = Process::new("", req.stdio.clone());
+        init.pid = pid;
+        init.io = io;
+        let exited_tx = init.exited_tx.take();
+        let container = Container {
+            id: req.id.clone(),
+            bundle: req.bundle.clone(),
+            rootfs_mounted: !req.rootfs.is_empty(),
+            runtime,
+            init,
+            execs: HashMap::new(),
+            cgroup: cgroup.clone(),
+        };
+        self.lock().insert(req.id.clone(), container);
+        self.events().publish(TaskEvent::Create {
+            container_id: req.id.clone(),
+            bundle: req.bundle.display().to_string(),
+            pid,
+        });
+        let oom_seen = self.watch_oom(&req.id, cgroup);
+        if let Some(tx) = exited_tx {
+            tokio::spawn(self.clone().monitor(req.id.clone(), String::new(), pid, exited, tx, oom_seen));
+        }
+        Ok(pid)
+    }
+}
+
+/// Reads the pid the runtime wrote.
+pub(super) fn read_pid(path: &Path) -> Result<u32> {
+    let text = std::fs::read_to_string(path).map_err(|e| ShimError::io(path.display(), e))?;
+    text.trim()
+        .parse()
+        .map_err(|_| ShimError::Internal(format!("{}: not a pid: {text:?}", path.display())))
+}
