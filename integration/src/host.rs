@@ -109,3 +109,55 @@ pub async fn wait_until(timeout: std::time::Duration, mut cond: impl FnMut() -> 
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A fifo the test reads, as containerd reads a process's output: created now, read to EOF
+/// by a thread (opening blocks until the shim opens the write end).
+pub struct FifoCapture {
+    path: PathBuf,
+    reader: std::thread::JoinHandle<Vec<u8>>,
+}
+
+impl FifoCapture {
+    /// Creates the fifo at `path` and starts reading it.
+    pub fn new(path: &Path) -> std::io::Result<FifoCapture> {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: `c` is a valid NUL-terminated path.
+        if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let p = path.to_path_buf();
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = Vec::new();
+            if let Ok(mut f) = std::fs::File::open(&p) {
+                let _ = f.read_to_end(&mut buf);
+            }
+            buf
+        });
+        Ok(FifoCapture {
+            path: path.to_path_buf(),
+            reader,
+        })
+    }
+
+    /// The fifo's path (what the shim is given as stdout).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Everything read until EOF (the writer closed), waiting at most `timeout`.
+    pub fn finish(self, timeout: std::time::Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        while !self.reader.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if !self.reader.is_finished() {
+            return String::from("<fifo not closed>");
+        }
+        self.reader
+            .join()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+}

@@ -64,14 +64,21 @@ async fn lifecycle_and_exit_code(case: Case) {
     let st = c.client.state(&c.id, "").await.expect("state after exit");
     assert_eq!(st.status, TaskStatus::Stopped);
     assert_eq!(st.exit_status, 3);
-    assert_eq!(
-        std::fs::read_to_string(&c.stdout).expect("stdout"),
-        "hello\n"
-    );
-    assert_eq!(
-        std::fs::read_to_string(&c.stderr).expect("stderr"),
-        "oops\n"
-    );
+    let stdout = std::fs::read_to_string(&c.stdout).expect("stdout");
+    if case.shim == ShimKind::GoRunc {
+        // containerd 1.6's Go shim opens one file for both streams of a `file://` URI and
+        // ignores the stderr URI; ours honours each URI, which is what the caller asked for.
+        assert!(
+            stdout.contains("hello\n") && stdout.contains("oops\n"),
+            "{stdout:?}"
+        );
+    } else {
+        assert_eq!(stdout, "hello\n");
+        assert_eq!(
+            std::fs::read_to_string(&c.stderr).expect("stderr"),
+            "oops\n"
+        );
+    }
     let del = c.client.delete(&c.id, "").await.expect("delete");
     assert_eq!(del.code, 3);
     let exit_ev = fx
@@ -108,16 +115,39 @@ async fn lifecycle_and_exit_code(case: Case) {
 
 async fn kill_then_wait(case: Case) {
     let fx = Fixture::new(case).await.expect("fixture");
-    for (sig, code) in [(15u32, 143u32), (9, 137)] {
-        let c = fx
-            .run(&BundleSpec::sh(&random_id("kill-"), "sleep 1000"))
-            .await
-            .expect("run");
-        c.client.kill(&c.id, "", sig, false).await.expect("kill");
-        let exit = c.client.wait(&c.id, "").await.expect("wait");
-        assert_eq!(exit.code, code, "signal {sig}");
-        fx.cleanup(&c).await;
-    }
+    // SIGKILL ends a container's PID 1 (other signals reach a namespace's init only when it
+    // handles them, so SIGTERM is checked on an exec below).
+    let c = fx
+        .run(&BundleSpec::sh(&random_id("kill-"), "sleep 1000"))
+        .await
+        .expect("run");
+    let exec = ExecProcess {
+        id: c.id.clone(),
+        exec_id: "term".into(),
+        terminal: false,
+        stdin: String::new(),
+        stdout: String::new(),
+        stderr: String::new(),
+        spec: exec_process(&["sleep", "1000"], false),
+    };
+    c.client.exec(exec).await.expect("exec");
+    c.client.start(&c.id, "term").await.expect("start exec");
+    c.client
+        .kill(&c.id, "term", 15, false)
+        .await
+        .expect("kill exec");
+    let exit = c.client.wait(&c.id, "term").await.expect("wait exec");
+    assert_eq!(exit.code, 143, "SIGTERM is 128+15");
+    c.client.kill(&c.id, "", 9, false).await.expect("kill");
+    let exit = c.client.wait(&c.id, "").await.expect("wait");
+    assert_eq!(exit.code, 137, "SIGKILL is 128+9");
+    let e = c
+        .client
+        .kill(&c.id, "", 9, false)
+        .await
+        .expect_err("kill after exit");
+    assert_eq!(e.code(), Code::NotFound, "{e}");
+    fx.cleanup(&c).await;
     // A signal the process handles: its own exit code, not 128+n.
     let c = fx
         .run(&BundleSpec::sh(
@@ -147,15 +177,19 @@ async fn exec_exit_code_and_output(case: Case) {
         .run(&BundleSpec::sh(&random_id("exec-"), "sleep 1000"))
         .await
         .expect("run");
-    let out = fx.dir().join("exec.out");
+    // Exec output goes through a fifo, as containerd's CRI plugin does it (the Go shim of
+    // containerd 1.6 does not support `file://` for execs: it crashes on it).
+    let out = host::FifoCapture::new(&fx.dir().join("exec.out")).expect("fifo");
+    // containerd always names stderr for a non-tty process; the Go shim fails on "".
+    let err = host::FifoCapture::new(&fx.dir().join("exec.err")).expect("fifo");
     c.client
         .exec(ExecProcess {
             id: c.id.clone(),
             exec_id: "e1".into(),
             terminal: false,
             stdin: String::new(),
-            stdout: format!("file://{}", out.display()),
-            stderr: String::new(),
+            stdout: out.path().display().to_string(),
+            stderr: err.path().display().to_string(),
             spec: exec_process(&["sh", "-c", "echo from-exec; exit 5"], false),
         })
         .await
@@ -164,10 +198,8 @@ async fn exec_exit_code_and_output(case: Case) {
     assert!(pid > 0);
     let exit = c.client.wait(&c.id, "e1").await.expect("wait exec");
     assert_eq!(exit.code, 5);
-    assert_eq!(
-        std::fs::read_to_string(&out).expect("exec out"),
-        "from-exec\n"
-    );
+    assert_eq!(out.finish(WAIT), "from-exec\n");
+    assert_eq!(err.finish(WAIT), "");
     // The init process is untouched by its exec's exit.
     assert_eq!(
         c.client.state(&c.id, "").await.expect("state").status,
@@ -196,7 +228,7 @@ async fn exec_tty_with_resize(case: Case) {
         .run(&BundleSpec::sh(&random_id("tty-"), "sleep 1000"))
         .await
         .expect("run");
-    let out = fx.dir().join("tty.out");
+    let out = host::FifoCapture::new(&fx.dir().join("tty.out")).expect("fifo");
     let script = "for i in $(seq 100); do s=$(stty size); [ \"$s\" = \"40 100\" ] && echo SIZE-OK && exit 0; sleep 0.05; done; echo SIZE-BAD $s; exit 1";
     c.client
         .exec(ExecProcess {
@@ -204,7 +236,7 @@ async fn exec_tty_with_resize(case: Case) {
             exec_id: "tty".into(),
             terminal: true,
             stdin: String::new(),
-            stdout: format!("file://{}", out.display()),
+            stdout: out.path().display().to_string(),
             stderr: String::new(),
             spec: exec_process(&["sh", "-c", script], true),
         })
@@ -216,7 +248,7 @@ async fn exec_tty_with_resize(case: Case) {
         .await
         .expect("resize");
     let exit = c.client.wait(&c.id, "tty").await.expect("wait");
-    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let text = out.finish(WAIT);
     assert_eq!(exit.code, 0, "tty output: {text:?}");
     assert!(text.contains("SIZE-OK"), "{text:?}");
     fx.cleanup(&c).await;
@@ -251,13 +283,13 @@ async fn stdin_then_close_io(case: Case) {
             terminal: false,
             stdin: fifo.display().to_string(),
             stdout: format!("file://{}", out.display()),
-            stderr: String::new(),
+            stderr: format!("file://{}.err", out.display()),
             options: Some(fx.options()),
         })
         .await
         .expect("create");
     client.start(&spec.id, "").await.expect("start");
-    let _held = writer.await.expect("writer");
+    let held = writer.await.expect("writer");
     assert!(
         host::wait_until(WAIT, || std::fs::read_to_string(&out)
             .unwrap_or_default()
@@ -265,8 +297,13 @@ async fn stdin_then_close_io(case: Case) {
         .await,
         "stdin reached the process"
     );
-    // Our writer is still open: only CloseIO can end `cat`.
     client.close_io(&spec.id, "").await.expect("close io");
+    if case.shim == ShimKind::GoRunc {
+        // containerd 1.6's Go shim: CloseIO only drops the shim's own hold on the fifo, so
+        // stdin ends when the daemon's writer closes too.
+        drop(held);
+    }
+    // Ours: CloseIO ends stdin once what was written is delivered, writer open or not.
     let exit = tokio::time::timeout(WAIT, client.wait(&spec.id, ""))
         .await
         .expect("cat must end after CloseIO")

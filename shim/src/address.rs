@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 /// Grouping annotations, in the order containerd's Go shim reads them.
-pub const GROUP_ANNOTATIONS: [&str; 2] = ["io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id"];
+pub const GROUP_ANNOTATIONS: [&str; 2] = [
+    "io.containerd.runc.v2.group",
+    "io.kubernetes.cri.sandbox-id",
+];
 
 /// The group a task belongs to: a grouping annotation of its `config.json`, else its own id.
 pub fn group_of(config_json: &[u8], id: &str) -> String {

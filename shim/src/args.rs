@@ -88,7 +88,9 @@ impl Args {
                 "namespace" | "address" | "publish-binary" | "id" | "bundle" | "socket" => {
                     let value = match inline {
                         Some(v) => v,
-                        None => it.next().ok_or_else(|| ArgsError::MissingValue(name.clone()))?,
+                        None => it
+                            .next()
+                            .ok_or_else(|| ArgsError::MissingValue(name.clone()))?,
                     };
                     match name.as_str() {
                         "namespace" => args.namespace = value,

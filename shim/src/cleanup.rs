@@ -26,7 +26,9 @@ pub async fn delete(args: &Args) -> anyhow::Result<Vec<u8>> {
     let config = match RuntimeConfig::load(&bundle) {
         Ok(c) => Some(c),
         Err(_) => {
-            let base = Path::new(&args.address).parent().unwrap_or(Path::new("/run/crius"));
+            let base = Path::new(&args.address)
+                .parent()
+                .unwrap_or(Path::new("/run/crius"));
             RuntimeConfig::resolve("runc", "", false, &base.join("runc").join(&args.namespace)).ok()
         }
     };
@@ -42,7 +44,11 @@ pub async fn delete(args: &Args) -> anyhow::Result<Vec<u8>> {
     }
     // The dead shim's socket: remove it unless someone still listens there.
     let config_json = std::fs::read(bundle.join("config.json")).unwrap_or_default();
-    let sock = socket_path(&args.address, &args.namespace, &group_of(&config_json, &args.id));
+    let sock = socket_path(
+        &args.address,
+        &args.namespace,
+        &group_of(&config_json, &args.id),
+    );
     if sock.exists() && UnixStream::connect(&sock).is_err() {
         let _ = std::fs::remove_file(&sock);
     }

@@ -27,7 +27,13 @@ impl Events {
         let (tx, rx) = mpsc::unbounded_channel();
         let pending = Arc::new(AtomicUsize::new(0));
         let idle = Arc::new(Notify::new());
-        tokio::spawn(send_loop(rx, ttrpc_address, namespace, pending.clone(), idle.clone()));
+        tokio::spawn(send_loop(
+            rx,
+            ttrpc_address,
+            namespace,
+            pending.clone(),
+            idle.clone(),
+        ));
         Events { tx, pending, idle }
     }
 

@@ -76,7 +76,11 @@ fn mount_one(m: &MountSpec, target: &Path) -> Result<()> {
     let data = data.join(",");
     let data = (!data.is_empty() && !is_bind).then_some(data.as_str());
     // A read-only bind needs a second, remounting call: MS_RDONLY is ignored on the first.
-    let first = if is_bind { flags & !MsFlags::MS_RDONLY } else { flags };
+    let first = if is_bind {
+        flags & !MsFlags::MS_RDONLY
+    } else {
+        flags
+    };
     mount(Some(m.source.as_str()), target, fstype, first, data).map_err(|e| {
         ShimError::Internal(format!(
             "mount {} {} on {}: {e}",
@@ -130,7 +134,9 @@ mod tests {
             "lowerdir=/a:/b".into(),
             "nosuid".into(),
         ]);
-        assert!(flags.contains(MsFlags::MS_RDONLY | MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_NOSUID));
+        assert!(flags.contains(
+            MsFlags::MS_RDONLY | MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_NOSUID
+        ));
         assert_eq!(data, vec!["lowerdir=/a:/b".to_string()]);
         let (flags, _) = parse_options(&["ro".into(), "rw".into()]);
         assert!(!flags.contains(MsFlags::MS_RDONLY));

@@ -127,7 +127,13 @@ mod tests {
     fn exit_before_subscribe_is_kept_once() {
         let r = Reaper::default();
         let since = Instant::now();
-        r.deliver(42, Exit { status: 3, at: SystemTime::now() });
+        r.deliver(
+            42,
+            Exit {
+                status: 3,
+                at: SystemTime::now(),
+            },
+        );
         let mut rx = r.subscribe(42, since);
         assert_eq!(rx.try_recv().map(|e| e.status), Ok(3));
         // Claimed: a second subscriber waits for a new process.
@@ -138,11 +144,23 @@ mod tests {
     #[test]
     fn stale_exit_of_an_earlier_process_is_ignored() {
         let r = Reaper::default();
-        r.deliver(7, Exit { status: 1, at: SystemTime::now() });
+        r.deliver(
+            7,
+            Exit {
+                status: 1,
+                at: SystemTime::now(),
+            },
+        );
         let since = Instant::now() + Duration::from_millis(1);
         let mut rx = r.subscribe(7, since);
         assert!(rx.try_recv().is_err());
-        r.deliver(7, Exit { status: 0, at: SystemTime::now() });
+        r.deliver(
+            7,
+            Exit {
+                status: 0,
+                at: SystemTime::now(),
+            },
+        );
         assert_eq!(rx.try_recv().map(|e| e.status), Ok(0));
     }
 }

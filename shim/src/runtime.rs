@@ -30,8 +30,17 @@ pub const LOG_FILE: &str = "log.json";
 impl RuntimeConfig {
     /// Resolves `binary_name` (empty = `runc`) to an absolute path through `PATH`; a binary
     /// that cannot be found is a FailedPrecondition naming it.
-    pub fn resolve(binary_name: &str, root: &str, systemd_cgroup: bool, default_root: &Path) -> Result<Self> {
-        let name = if binary_name.is_empty() { "runc" } else { binary_name };
+    pub fn resolve(
+        binary_name: &str,
+        root: &str,
+        systemd_cgroup: bool,
+        default_root: &Path,
+    ) -> Result<Self> {
+        let name = if binary_name.is_empty() {
+            "runc"
+        } else {
+            binary_name
+        };
         let binary = find_executable(name).ok_or_else(|| {
             ShimError::FailedPrecondition(format!(
                 "runtime binary {name:?} not found (looked in PATH: {})",
@@ -53,7 +62,8 @@ impl RuntimeConfig {
     /// Saves the config into `bundle`.
     pub fn save(&self, bundle: &Path) -> Result<()> {
         let path = bundle.join(CONFIG_FILE);
-        let data = serde_json::to_vec(self).map_err(|e| ShimError::Internal(format!("{}: {e}", path.display())))?;
+        let data = serde_json::to_vec(self)
+            .map_err(|e| ShimError::Internal(format!("{}: {e}", path.display())))?;
         std::fs::write(&path, data).map_err(|e| ShimError::io(path.display(), e))
     }
 
@@ -61,7 +71,8 @@ impl RuntimeConfig {
     pub fn load(bundle: &Path) -> Result<Self> {
         let path = bundle.join(CONFIG_FILE);
         let data = std::fs::read(&path).map_err(|e| ShimError::io(path.display(), e))?;
-        serde_json::from_slice(&data).map_err(|e| ShimError::Internal(format!("{}: {e}", path.display())))
+        serde_json::from_slice(&data)
+            .map_err(|e| ShimError::Internal(format!("{}: {e}", path.display())))
     }
 }
 
@@ -154,11 +165,18 @@ impl Runtime {
         stdio: ChildStdio,
     ) -> Result<()> {
         let mut cmd = self.command();
-        cmd.arg("create").arg("--bundle").arg(bundle).arg("--pid-file").arg(pid_file);
+        cmd.arg("create")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(pid_file);
         if let Some(s) = console_socket {
             cmd.arg("--console-socket").arg(s);
         }
-        cmd.arg(id).stdin(stdio.stdin).stdout(stdio.stdout).stderr(stdio.stderr);
+        cmd.arg(id)
+            .stdin(stdio.stdin)
+            .stdout(stdio.stdout)
+            .stderr(stdio.stderr);
         self.run_checked("create", id, cmd, false).await.map(drop)
     }
 
@@ -181,7 +199,10 @@ impl Runtime {
         if let Some(s) = console_socket {
             cmd.arg("--console-socket").arg(s);
         }
-        cmd.arg(id).stdin(stdio.stdin).stdout(stdio.stdout).stderr(stdio.stderr);
+        cmd.arg(id)
+            .stdin(stdio.stdin)
+            .stdout(stdio.stdout)
+            .stderr(stdio.stderr);
         self.run_checked("exec", id, cmd, false).await.map(drop)
     }
 
@@ -222,7 +243,10 @@ impl Runtime {
     /// `update --resources FILE ID`.
     pub async fn update(&self, id: &str, resources_file: &Path) -> Result<()> {
         let mut cmd = self.command();
-        cmd.arg("update").arg("--resources").arg(resources_file).arg(id);
+        cmd.arg("update")
+            .arg("--resources")
+            .arg(resources_file)
+            .arg(id);
         self.run_checked("update", id, cmd, true).await.map(drop)
     }
 
@@ -249,13 +273,17 @@ impl Runtime {
             .unwrap_or_else(|| self.config.binary.display().to_string())
     }
 
-    async fn run_checked(&self, verb: &'static str, id: &str, cmd: Command, capture: bool) -> Result<Output> {
+    async fn run_checked(
+        &self,
+        verb: &'static str,
+        id: &str,
+        cmd: Command,
+        capture: bool,
+    ) -> Result<Output> {
         let log_start = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
-        let out = self
-            .runner
-            .run(cmd, capture)
-            .await
-            .map_err(|e| ShimError::Internal(format!("run {} {verb}: {e}", self.config.binary.display())))?;
+        let out = self.runner.run(cmd, capture).await.map_err(|e| {
+            ShimError::Internal(format!("run {} {verb}: {e}", self.config.binary.display()))
+        })?;
         if out.success() {
             return Ok(out);
         }
@@ -308,7 +336,9 @@ pub fn parse_log_errors(text: &str) -> String {
 /// Maps a runtime's error text to the status the daemon should see.
 fn classify(message: &str) -> ShimError {
     let lower = message.to_lowercase();
-    if lower.contains("does not exist") || lower.contains("not found") && lower.contains("container") {
+    if lower.contains("does not exist")
+        || lower.contains("not found") && lower.contains("container")
+    {
         ShimError::NotFound(message.to_string())
     } else if lower.contains("not running")
         || lower.contains("not paused")
@@ -341,15 +371,29 @@ mod tests {
 
     #[test]
     fn classify_maps_states() {
-        assert!(matches!(classify("runc kill x: container \"x\" does not exist"), ShimError::NotFound(_)));
-        assert!(matches!(classify("runc pause x: container not running"), ShimError::FailedPrecondition(_)));
-        assert!(matches!(classify("runc create x: boom"), ShimError::Internal(_)));
+        assert!(matches!(
+            classify("runc kill x: container \"x\" does not exist"),
+            ShimError::NotFound(_)
+        ));
+        assert!(matches!(
+            classify("runc pause x: container not running"),
+            ShimError::FailedPrecondition(_)
+        ));
+        assert!(matches!(
+            classify("runc create x: boom"),
+            ShimError::Internal(_)
+        ));
     }
 
     #[test]
     fn missing_binary_is_a_failed_precondition_naming_it() {
-        let e = RuntimeConfig::resolve("/nonexistent/runtime-binary", "", false, Path::new("/run/x"))
-            .expect_err("missing");
+        let e = RuntimeConfig::resolve(
+            "/nonexistent/runtime-binary",
+            "",
+            false,
+            Path::new("/run/x"),
+        )
+        .expect_err("missing");
         assert!(matches!(e, ShimError::FailedPrecondition(_)));
         assert!(e.to_string().contains("/nonexistent/runtime-binary"), "{e}");
         let ok = RuntimeConfig::resolve("sh", "", false, Path::new("/run/x")).expect("sh");

@@ -27,7 +27,9 @@ pub const TASK_SERVICES: [&str; 2] = ["containerd.task.v2.Task", "containerd.tas
 
 /// Every ttrpc service of the shim, keyed by name.
 pub fn services(tasks: Tasks) -> HashMap<String, Service> {
-    let svc = Arc::new(TaskService { tasks: tasks.clone() });
+    let svc = Arc::new(TaskService {
+        tasks: tasks.clone(),
+    });
     let mut all = HashMap::new();
     for name in TASK_SERVICES {
         // `create_task` registers under the v3 name only; register its methods under each.
@@ -46,7 +48,9 @@ struct TaskService {
 type TtrpcResult<T> = ttrpc::Result<T>;
 
 fn timestamp(t: Option<SystemTime>) -> MessageField<Timestamp> {
-    let Some(t) = t else { return MessageField::none() };
+    let Some(t) = t else {
+        return MessageField::none();
+    };
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let mut ts = Timestamp::new();
     ts.seconds = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
@@ -84,7 +88,11 @@ fn json_any(what: &str, any: &MessageField<Any>) -> Result<Vec<u8>, ShimError> {
 
 #[async_trait]
 impl Task for TaskService {
-    async fn state(&self, _: &TtrpcContext, req: api::StateRequest) -> TtrpcResult<api::StateResponse> {
+    async fn state(
+        &self,
+        _: &TtrpcContext,
+        req: api::StateRequest,
+    ) -> TtrpcResult<api::StateResponse> {
         let s = self.tasks.state(&req.id, &req.exec_id)?;
         Ok(api::StateResponse {
             id: s.id,
@@ -102,9 +110,16 @@ impl Task for TaskService {
         })
     }
 
-    async fn create(&self, _: &TtrpcContext, req: api::CreateTaskRequest) -> TtrpcResult<api::CreateTaskResponse> {
+    async fn create(
+        &self,
+        _: &TtrpcContext,
+        req: api::CreateTaskRequest,
+    ) -> TtrpcResult<api::CreateTaskResponse> {
         if !req.checkpoint.is_empty() {
-            return Err(ShimError::Unimplemented("restoring from a checkpoint is not supported by this shim".into()).into());
+            return Err(ShimError::Unimplemented(
+                "restoring from a checkpoint is not supported by this shim".into(),
+            )
+            .into());
         }
         let opts = runc_options(&req.options)?;
         let pid = self
@@ -138,7 +153,11 @@ impl Task for TaskService {
         })
     }
 
-    async fn start(&self, _: &TtrpcContext, req: api::StartRequest) -> TtrpcResult<api::StartResponse> {
+    async fn start(
+        &self,
+        _: &TtrpcContext,
+        req: api::StartRequest,
+    ) -> TtrpcResult<api::StartResponse> {
         let pid = self.tasks.start(&req.id, &req.exec_id).await?;
         Ok(api::StartResponse {
             pid,
@@ -146,7 +165,11 @@ impl Task for TaskService {
         })
     }
 
-    async fn delete(&self, _: &TtrpcContext, req: api::DeleteRequest) -> TtrpcResult<api::DeleteResponse> {
+    async fn delete(
+        &self,
+        _: &TtrpcContext,
+        req: api::DeleteRequest,
+    ) -> TtrpcResult<api::DeleteResponse> {
         let d = self.tasks.delete(&req.id, &req.exec_id).await?;
         Ok(api::DeleteResponse {
             pid: d.pid,
@@ -156,7 +179,11 @@ impl Task for TaskService {
         })
     }
 
-    async fn pids(&self, _: &TtrpcContext, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
+    async fn pids(
+        &self,
+        _: &TtrpcContext,
+        req: api::PidsRequest,
+    ) -> TtrpcResult<api::PidsResponse> {
         let pids = self.tasks.pids(&req.id).await?;
         Ok(api::PidsResponse {
             processes: pids
@@ -180,7 +207,11 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    async fn checkpoint(&self, _: &TtrpcContext, _: api::CheckpointTaskRequest) -> TtrpcResult<Empty> {
+    async fn checkpoint(
+        &self,
+        _: &TtrpcContext,
+        _: api::CheckpointTaskRequest,
+    ) -> TtrpcResult<Empty> {
         Err(ShimError::Unimplemented(
             "Checkpoint is not supported by containerd-shim-crius-v2 (no CRIU integration)".into(),
         )
@@ -188,14 +219,17 @@ impl Task for TaskService {
     }
 
     async fn kill(&self, _: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<Empty> {
-        self.tasks.kill(&req.id, &req.exec_id, req.signal, req.all).await?;
+        self.tasks
+            .kill(&req.id, &req.exec_id, req.signal, req.all)
+            .await?;
         Ok(Empty::new())
     }
 
     async fn exec(&self, _: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<Empty> {
         let spec = json_any("spec", &req.spec)?;
-        let spec: serde_json::Value = serde_json::from_slice(&spec)
-            .map_err(|e| ShimError::InvalidArgument(format!("exec {:?} spec is not JSON: {e}", req.exec_id)))?;
+        let spec: serde_json::Value = serde_json::from_slice(&spec).map_err(|e| {
+            ShimError::InvalidArgument(format!("exec {:?} spec is not JSON: {e}", req.exec_id))
+        })?;
         self.tasks.exec(ExecRequest {
             id: req.id,
             exec_id: req.exec_id,
@@ -211,7 +245,8 @@ impl Task for TaskService {
     }
 
     async fn resize_pty(&self, _: &TtrpcContext, req: api::ResizePtyRequest) -> TtrpcResult<Empty> {
-        self.tasks.resize_pty(&req.id, &req.exec_id, req.width, req.height)?;
+        self.tasks
+            .resize_pty(&req.id, &req.exec_id, req.width, req.height)?;
         Ok(Empty::new())
     }
 
@@ -226,7 +261,11 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    async fn wait(&self, _: &TtrpcContext, req: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {
+    async fn wait(
+        &self,
+        _: &TtrpcContext,
+        req: api::WaitRequest,
+    ) -> TtrpcResult<api::WaitResponse> {
         let exit = self.tasks.wait(&req.id, &req.exec_id).await?;
         Ok(api::WaitResponse {
             exit_status: exit.status,
@@ -235,7 +274,11 @@ impl Task for TaskService {
         })
     }
 
-    async fn stats(&self, _: &TtrpcContext, req: api::StatsRequest) -> TtrpcResult<api::StatsResponse> {
+    async fn stats(
+        &self,
+        _: &TtrpcContext,
+        req: api::StatsRequest,
+    ) -> TtrpcResult<api::StatsResponse> {
         let stats = self.tasks.stats(&req.id)?;
         Ok(api::StatsResponse {
             stats: MessageField::some(stats),
@@ -243,7 +286,11 @@ impl Task for TaskService {
         })
     }
 
-    async fn connect(&self, _: &TtrpcContext, req: api::ConnectRequest) -> TtrpcResult<api::ConnectResponse> {
+    async fn connect(
+        &self,
+        _: &TtrpcContext,
+        req: api::ConnectRequest,
+    ) -> TtrpcResult<api::ConnectResponse> {
         let (shim_pid, task_pid) = self.tasks.connect(&req.id);
         Ok(api::ConnectResponse {
             shim_pid,
@@ -265,7 +312,11 @@ struct LogService {
 
 #[async_trait]
 impl log_ttrpc::Log for LogService {
-    async fn reopen(&self, _: &TtrpcContext, req: log::ReopenLogRequest) -> TtrpcResult<log::ReopenLogResponse> {
+    async fn reopen(
+        &self,
+        _: &TtrpcContext,
+        req: log::ReopenLogRequest,
+    ) -> TtrpcResult<log::ReopenLogResponse> {
         self.tasks.reopen_log(&req.id, &req.exec_id)?;
         Ok(log::ReopenLogResponse::new())
     }

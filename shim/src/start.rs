@@ -70,7 +70,8 @@ fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 fn peer_pid(stream: &UnixStream) -> Option<u32> {
-    let cred = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials).ok()?;
+    let cred =
+        nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials).ok()?;
     u32::try_from(cred.pid()).ok()
 }
 

@@ -45,7 +45,9 @@ impl ConsoleSocket {
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no console received"))??;
         loop {
             stream.readable().await?;
-            match stream.try_io(tokio::io::Interest::READABLE, || recv_fd(stream.as_raw_fd())) {
+            match stream.try_io(tokio::io::Interest::READABLE, || {
+                recv_fd(stream.as_raw_fd())
+            }) {
                 Ok(fd) => return PtyMaster::new(fd),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
@@ -76,9 +78,15 @@ fn recv_fd(sock: RawFd) -> io::Result<OwnedFd> {
         }
     }
     if msg.bytes == 0 {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "console socket closed without a fd"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "console socket closed without a fd",
+        ));
     }
-    Err(io::Error::new(io::ErrorKind::InvalidData, "console socket message carried no fd"))
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "console socket message carried no fd",
+    ))
 }
 
 /// A pty master, non-blocking, readable and writable from tasks.
@@ -91,9 +99,11 @@ nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, libc::winsize);
 
 impl PtyMaster {
     fn new(fd: OwnedFd) -> io::Result<PtyMaster> {
-        let flags = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).map_err(io::Error::from)?;
+        let flags = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
+            .map_err(io::Error::from)?;
         let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
-        nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
+        nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))
+            .map_err(io::Error::from)?;
         // SAFETY: the OwnedFd moves into the AsyncFd, which keeps it open and unchanged for
         // its whole life.
         let fd = unsafe { AsyncFd::register(fd) }?;
@@ -118,7 +128,8 @@ impl PtyMaster {
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             let mut guard = self.fd.readable().await?;
-            match guard.try_io(|fd| nix::unistd::read(fd.as_raw_fd(), buf).map_err(io::Error::from)) {
+            match guard.try_io(|fd| nix::unistd::read(fd.as_raw_fd(), buf).map_err(io::Error::from))
+            {
                 Ok(Ok(n)) => return Ok(n),
                 Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Ok(0),
                 Ok(Err(e)) => return Err(e),
@@ -131,7 +142,8 @@ impl PtyMaster {
     pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             let mut guard = self.fd.writable().await?;
-            match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), data).map_err(io::Error::from)) {
+            match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), data).map_err(io::Error::from))
+            {
                 Ok(Ok(n)) => data = &data[n..],
                 Ok(Err(e)) => return Err(e),
                 Err(_would_block) => continue,

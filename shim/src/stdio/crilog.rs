@@ -208,7 +208,10 @@ mod tests {
             rfc3339_nano(at(1_475_713_029, 669_794_202)),
             "2016-10-06T00:17:09.669794202Z"
         );
-        assert_eq!(rfc3339_nano(at(951_782_400, 500_000_000)), "2000-02-29T00:00:00.5Z");
+        assert_eq!(
+            rfc3339_nano(at(951_782_400, 500_000_000)),
+            "2000-02-29T00:00:00.5Z"
+        );
     }
 
     fn lines(out: &[u8]) -> Vec<String> {
@@ -225,7 +228,10 @@ mod tests {
         s.feed(b"a\nb", at(1, 0), &mut out);
         s.feed(b"c\n\nd", at(1, 0), &mut out);
         s.finish(at(2, 0), &mut out);
-        assert_eq!(lines(&out), vec!["stdout F a", "stdout F bc", "stdout F ", "stdout P d"]);
+        assert_eq!(
+            lines(&out),
+            vec!["stdout F a", "stdout F bc", "stdout F ", "stdout P d"]
+        );
     }
 
     #[test]
@@ -252,6 +258,9 @@ mod tests {
         log.reopen().expect("reopen");
         log.write_entries(b"two\n").expect("write");
         assert_eq!(std::fs::read_to_string(&p).expect("new"), "two\n");
-        assert_eq!(std::fs::read_to_string(d.path().join("c.log.1")).expect("old"), "one\n");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("c.log.1")).expect("old"),
+            "one\n"
+        );
     }
 }

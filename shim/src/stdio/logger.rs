@@ -26,11 +26,17 @@ pub async fn start(
 ) -> Result<()> {
     let bin_s = bin.display().to_string();
     if find_executable(&bin_s).is_none() {
-        return Err(ShimError::FailedPrecondition(format!("logging binary {bin_s:?} not found")));
+        return Err(ShimError::FailedPrecondition(format!(
+            "logging binary {bin_s:?} not found"
+        )));
     }
-    let (ready_r, ready_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ShimError::Internal(format!("pipe: {e}")))?;
-    let fds = [stdout_r.as_raw_fd(), stderr_r.as_raw_fd(), ready_w.as_raw_fd()];
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| ShimError::Internal(format!("pipe: {e}")))?;
+    let fds = [
+        stdout_r.as_raw_fd(),
+        stderr_r.as_raw_fd(),
+        ready_w.as_raw_fd(),
+    ];
     let mut cmd = Command::new(bin);
     cmd.args(args)
         .env("CONTAINER_ID", &owner.id)

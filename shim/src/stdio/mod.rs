@@ -89,7 +89,11 @@ pub fn parse_dest(field: &str, uri: &str) -> Result<Dest> {
         "cri" => Dest::Cri(path),
         "binary" => {
             let mut args = Vec::new();
-            for kv in query.unwrap_or_default().split('&').filter(|s| !s.is_empty()) {
+            for kv in query
+                .unwrap_or_default()
+                .split('&')
+                .filter(|s| !s.is_empty())
+            {
                 let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
                 args.push(k.to_string());
                 if !v.is_empty() {
@@ -98,7 +102,11 @@ pub fn parse_dest(field: &str, uri: &str) -> Result<Dest> {
             }
             Dest::Binary(path, args)
         }
-        _ => return Err(bad("unknown scheme (expected a fifo path, file://, binary:// or cri://)")),
+        _ => {
+            return Err(bad(
+                "unknown scheme (expected a fifo path, file://, binary:// or cri://)",
+            ))
+        }
     })
 }
 
@@ -147,7 +155,12 @@ impl Prepared {
         let stdin_fifo = match parse_dest("stdin", &cfg.stdin)? {
             Dest::Null => None,
             Dest::Fifo(p) | Dest::File(p) => Some(p),
-            _ => return Err(ShimError::InvalidArgument(format!("stdin {:?}: must be a fifo", cfg.stdin))),
+            _ => {
+                return Err(ShimError::InvalidArgument(format!(
+                    "stdin {:?}: must be a fifo",
+                    cfg.stdin
+                )))
+            }
         };
         let mut io = ProcessIo::default();
         if cfg.terminal {
@@ -204,7 +217,8 @@ impl Prepared {
                         _ => Arc::new(open_cri(p)?),
                     };
                     let (r, w) = pipe_pair()?;
-                    io.copies.push(tokio::spawn(copy_pipe_to_cri(r, log, stream)));
+                    io.copies
+                        .push(tokio::spawn(copy_pipe_to_cri(r, log, stream)));
                     Stdio::from(w)
                 }
                 Dest::Binary(..) => {
@@ -286,10 +300,15 @@ impl Prepared {
                 let (out_r, out_w) = pipe_pair()?;
                 let (err_r, _err_w) = pipe_pair()?;
                 logger::start(&bin, &args, owner, (out_r, err_r), runner).await?;
-                Sink::Pipe(pipe::Sender::from_owned_fd(out_w).map_err(|e| ShimError::io("logger pipe", e))?)
+                Sink::Pipe(
+                    pipe::Sender::from_owned_fd(out_w)
+                        .map_err(|e| ShimError::io("logger pipe", e))?,
+                )
             }
         };
-        self.io.copies.push(tokio::spawn(copy_pty_out(master.clone(), sink)));
+        self.io
+            .copies
+            .push(tokio::spawn(copy_pty_out(master.clone(), sink)));
         self.io.console = Some(master);
         Ok(self.io)
     }
@@ -313,7 +332,9 @@ impl ProcessIo {
     /// Resizes the pty; FailedPrecondition without one.
     pub fn resize(&self, width: u32, height: u32) -> Result<()> {
         let Some(m) = &self.console else {
-            return Err(ShimError::FailedPrecondition("the process has no terminal to resize".into()));
+            return Err(ShimError::FailedPrecondition(
+                "the process has no terminal to resize".into(),
+            ));
         };
         let w = u16::try_from(width).unwrap_or(u16::MAX);
         let h = u16::try_from(height).unwrap_or(u16::MAX);
@@ -323,9 +344,12 @@ impl ProcessIo {
     /// Reopens the CRI log (ReopenContainerLog); FailedPrecondition without one.
     pub fn reopen_log(&self) -> Result<()> {
         let Some(log) = &self.cri else {
-            return Err(ShimError::FailedPrecondition("the process does not write a CRI log".into()));
+            return Err(ShimError::FailedPrecondition(
+                "the process does not write a CRI log".into(),
+            ));
         };
-        log.reopen().map_err(|e| ShimError::io(log.path().display(), e))
+        log.reopen()
+            .map_err(|e| ShimError::io(log.path().display(), e))
     }
 
     /// Waits until the output copies reached EOF, at most `timeout` (a background process may
@@ -343,7 +367,8 @@ impl ProcessIo {
 }
 
 fn pipe_pair() -> Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ShimError::Internal(format!("pipe: {e}")))
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| ShimError::Internal(format!("pipe: {e}")))
 }
 
 fn open_file(p: &Path) -> Result<File> {
@@ -391,7 +416,9 @@ async fn copy_stdin(fifo: PathBuf, sink: InputSink, mut close: oneshot::Receiver
         f = rx => match f { Ok(Ok(f)) => f, _ => return },
         _ = &mut close => return,
     };
-    let Ok(mut src) = pipe::Receiver::from_file(file) else { return };
+    let Ok(mut src) = pipe::Receiver::from_file(file) else {
+        return;
+    };
     let mut pipe_sink = match &sink {
         InputSink::Pipe(fd) => match fd.try_clone().map(pipe::Sender::from_owned_fd) {
             Ok(Ok(s)) => Some(s),
@@ -400,10 +427,19 @@ async fn copy_stdin(fifo: PathBuf, sink: InputSink, mut close: oneshot::Receiver
         InputSink::Pty(_) => None,
     };
     let mut buf = vec![0u8; 32 * 1024];
+    let mut closing = false;
     loop {
-        let n = tokio::select! {
-            r = src.read(&mut buf) => match r { Ok(0) | Err(_) => break, Ok(n) => n },
-            _ = &mut close => break,
+        let n = if closing {
+            // CloseIO: deliver what is already written, then end stdin.
+            match src.try_read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            }
+        } else {
+            tokio::select! {
+                r = src.read(&mut buf) => match r { Ok(0) | Err(_) => break, Ok(n) => n },
+                _ = &mut close => { closing = true; continue }
+            }
         };
         let ok = match (&mut pipe_sink, &sink) {
             (Some(s), _) => s.write_all(&buf[..n]).await.is_ok(),
@@ -423,7 +459,9 @@ async fn copy_stdin(fifo: PathBuf, sink: InputSink, mut close: oneshot::Receiver
 }
 
 async fn copy_pipe_to_cri(r: OwnedFd, log: Arc<CriLog>, stream: Stream) {
-    let Ok(mut rx) = pipe::Receiver::from_owned_fd(r) else { return };
+    let Ok(mut rx) = pipe::Receiver::from_owned_fd(r) else {
+        return;
+    };
     let mut split = LineSplitter::new(stream);
     let mut buf = vec![0u8; 32 * 1024];
     let mut out = Vec::with_capacity(buf.len() + 256);
@@ -481,12 +519,24 @@ mod tests {
     #[test]
     fn uris_parse_as_containerd_names_them() {
         assert_eq!(parse_dest("stdout", "").expect("null"), Dest::Null);
-        assert_eq!(parse_dest("stdout", "/run/x/fifo").expect("fifo"), Dest::Fifo("/run/x/fifo".into()));
-        assert_eq!(parse_dest("stdout", "file:///tmp/o").expect("file"), Dest::File("/tmp/o".into()));
-        assert_eq!(parse_dest("stdout", "cri:///var/log/c.log").expect("cri"), Dest::Cri("/var/log/c.log".into()));
+        assert_eq!(
+            parse_dest("stdout", "/run/x/fifo").expect("fifo"),
+            Dest::Fifo("/run/x/fifo".into())
+        );
+        assert_eq!(
+            parse_dest("stdout", "file:///tmp/o").expect("file"),
+            Dest::File("/tmp/o".into())
+        );
+        assert_eq!(
+            parse_dest("stdout", "cri:///var/log/c.log").expect("cri"),
+            Dest::Cri("/var/log/c.log".into())
+        );
         assert_eq!(
             parse_dest("stdout", "binary:///bin/logger?id=1&debug").expect("binary"),
-            Dest::Binary("/bin/logger".into(), vec!["id".into(), "1".into(), "debug".into()])
+            Dest::Binary(
+                "/bin/logger".into(),
+                vec!["id".into(), "1".into(), "debug".into()]
+            )
         );
         let e = parse_dest("stderr", "http://x/y").expect_err("scheme");
         assert!(e.to_string().contains("stderr"), "{e}");

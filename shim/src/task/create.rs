@@ -41,9 +41,9 @@ pub(super) fn check_id(what: &str, id: &str) -> Result<()> {
         && id.len() <= 1024
         && id != "."
         && id != ".."
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+' | b'@' | b':'));
+        && id.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+' | b'@' | b':')
+        });
     if ok {
         Ok(())
     } else {
@@ -59,9 +59,16 @@ impl Tasks {
         check_id("task id", &req.id)?;
         {
             let tasks = self.lock();
-            let mut creating = self.inner.creating.lock().unwrap_or_else(|p| p.into_inner());
+            let mut creating = self
+                .inner
+                .creating
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if tasks.contains_key(&req.id) || creating.contains(&req.id) {
-                return Err(ShimError::AlreadyExists(format!("task {:?} already exists", req.id)));
+                return Err(ShimError::AlreadyExists(format!(
+                    "task {:?} already exists",
+                    req.id
+                )));
             }
             creating.push(req.id.clone());
         }
@@ -82,9 +89,20 @@ impl Tasks {
                 req.bundle.display()
             )));
         }
-        let name = if req.binary_name.is_empty() { "runc" } else { req.binary_name.as_str() };
-        let base = Path::new(name).file_name().map(|n| n.to_os_string()).unwrap_or_default();
-        let default_root = self.inner.default_root_base.join(base).join(&self.inner.namespace);
+        let name = if req.binary_name.is_empty() {
+            "runc"
+        } else {
+            req.binary_name.as_str()
+        };
+        let base = Path::new(name)
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
+        let default_root = self
+            .inner
+            .default_root_base
+            .join(base)
+            .join(&self.inner.namespace);
         let config = RuntimeConfig::resolve(name, &req.root, req.systemd_cgroup, &default_root)?;
         let runtime = Runtime::new(config, &req.bundle, self.inner.runner.clone());
 
@@ -101,7 +119,13 @@ impl Tasks {
             let console_path = prepared.console.as_ref().map(|c| c.path().to_path_buf());
             let child = prepared.take_child();
             runtime
-                .create(&req.id, &req.bundle, &pid_file, console_path.as_deref(), child)
+                .create(
+                    &req.id,
+                    &req.bundle,
+                    &pid_file,
+                    console_path.as_deref(),
+                    child,
+                )
                 .await?;
             let io = prepared.finish(&owner, &self.inner.runner).await?;
             let pid = read_pid(&pid_file)?;
@@ -143,7 +167,14 @@ impl Tasks {
         });
         let oom_seen = self.watch_oom(&req.id, cgroup);
         if let Some(tx) = exited_tx {
-            tokio::spawn(self.clone().monitor(req.id.clone(), String::new(), pid, exited, tx, oom_seen));
+            tokio::spawn(self.clone().monitor(
+                req.id.clone(),
+                String::new(),
+                pid,
+                exited,
+                tx,
+                oom_seen,
+            ));
         }
         Ok(pid)
     }

@@ -44,13 +44,21 @@ impl Tasks {
                     c.init.status
                 )));
             }
-            Ok((c.runtime.clone(), c.init.status, c.bundle.clone(), c.rootfs_mounted))
+            Ok((
+                c.runtime.clone(),
+                c.init.status,
+                c.bundle.clone(),
+                c.rootfs_mounted,
+            ))
         })?;
         // A created task that never started still has a live init: force kills it.
-        runtime.delete(id, status == Status::Created).await.or_else(|e| match e {
-            ShimError::NotFound(_) => Ok(()),
-            e => Err(e),
-        })?;
+        runtime
+            .delete(id, status == Status::Created)
+            .await
+            .or_else(|e| match e {
+                ShimError::NotFound(_) => Ok(()),
+                e => Err(e),
+            })?;
         if mounted {
             mount::unmount_all(&bundle.join("rootfs"))?;
         }

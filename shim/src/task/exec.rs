@@ -72,7 +72,9 @@ impl Tasks {
                 )));
             }
             let spec = p.spec.take().ok_or_else(|| {
-                ShimError::FailedPrecondition(format!("exec {exec_id:?} of task {id:?} is being started"))
+                ShimError::FailedPrecondition(format!(
+                    "exec {exec_id:?} of task {id:?} is being started"
+                ))
             })?;
             Ok((runtime, bundle, spec, p.stdio.clone()))
         })?;
@@ -86,7 +88,8 @@ impl Tasks {
         let started = async {
             let data = serde_json::to_vec(&spec)
                 .map_err(|e| ShimError::InvalidArgument(format!("exec {exec_id:?} spec: {e}")))?;
-            std::fs::write(&process_file, data).map_err(|e| ShimError::io(process_file.display(), e))?;
+            std::fs::write(&process_file, data)
+                .map_err(|e| ShimError::io(process_file.display(), e))?;
             let mut prepared = Prepared::new(&stdio, &owner, &self.inner.runner).await?;
             let console_path = prepared.console.as_ref().map(|c| c.path().to_path_buf());
             let child = prepared.take_child();

@@ -22,7 +22,9 @@ impl Tasks {
     pub(super) fn watch_oom(&self, id: &str, cgroup: Option<Arc<Cgroup>>) -> Arc<AtomicBool> {
         let seen = Arc::new(AtomicBool::new(false));
         let Some(cg) = cgroup else { return seen };
-        let Ok(mut watch) = cg.watch_oom() else { return seen };
+        let Ok(mut watch) = cg.watch_oom() else {
+            return seen;
+        };
         let events = self.events().clone();
         let id = id.to_string();
         let flag = seen.clone();
@@ -50,7 +52,10 @@ impl Tasks {
         let Ok(exit) = exited.await else { return };
         let io = {
             let mut tasks = self.lock();
-            match tasks.get_mut(&id).and_then(|c| c.process_mut(&exec_id).ok()) {
+            match tasks
+                .get_mut(&id)
+                .and_then(|c| c.process_mut(&exec_id).ok())
+            {
                 Some(p) => {
                     p.reaped = true;
                     Some(std::mem::take(&mut p.io))
@@ -88,7 +93,11 @@ impl Tasks {
         }
         self.events().publish(TaskEvent::Exit {
             container_id: id.clone(),
-            exec_id: if exec_id.is_empty() { id.clone() } else { exec_id },
+            exec_id: if exec_id.is_empty() {
+                id.clone()
+            } else {
+                exec_id
+            },
             pid,
             exit_status: exit.status,
             exited_at: Some(exit.at),

@@ -114,9 +114,9 @@ impl Container {
         if exec_id.is_empty() {
             return Ok(&self.init);
         }
-        self.execs
-            .get(exec_id)
-            .ok_or_else(|| ShimError::NotFound(format!("exec {exec_id:?} of task {:?} not found", self.id)))
+        self.execs.get(exec_id).ok_or_else(|| {
+            ShimError::NotFound(format!("exec {exec_id:?} of task {:?} not found", self.id))
+        })
     }
 
     fn process_mut(&mut self, exec_id: &str) -> Result<&mut Process> {
@@ -124,9 +124,9 @@ impl Container {
             return Ok(&mut self.init);
         }
         let id = self.id.clone();
-        self.execs
-            .get_mut(exec_id)
-            .ok_or_else(|| ShimError::NotFound(format!("exec {exec_id:?} of task {id:?} not found")))
+        self.execs.get_mut(exec_id).ok_or_else(|| {
+            ShimError::NotFound(format!("exec {exec_id:?} of task {id:?} not found"))
+        })
     }
 }
 

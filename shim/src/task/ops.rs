@@ -83,7 +83,9 @@ impl Tasks {
     pub async fn pause(&self, id: &str) -> Result<()> {
         let runtime = self.with(id, |c| match c.init.status {
             Status::Running => Ok(c.runtime.clone()),
-            s => Err(ShimError::FailedPrecondition(format!("task {id:?} is {s:?}: only a running task can be paused"))),
+            s => Err(ShimError::FailedPrecondition(format!(
+                "task {id:?} is {s:?}: only a running task can be paused"
+            ))),
         })?;
         runtime.pause(id).await?;
         self.set_status(id, Status::Running, Status::Paused);
@@ -97,7 +99,9 @@ impl Tasks {
     pub async fn resume(&self, id: &str) -> Result<()> {
         let runtime = self.with(id, |c| match c.init.status {
             Status::Paused => Ok(c.runtime.clone()),
-            s => Err(ShimError::FailedPrecondition(format!("task {id:?} is {s:?}: only a paused task can be resumed"))),
+            s => Err(ShimError::FailedPrecondition(format!(
+                "task {id:?} is {s:?}: only a paused task can be resumed"
+            ))),
         })?;
         runtime.resume(id).await?;
         self.set_status(id, Status::Paused, Status::Running);
@@ -121,10 +125,16 @@ impl Tasks {
         serde_json::from_slice::<serde_json::Value>(resources_json)
             .ok()
             .filter(|v| v.is_object())
-            .ok_or_else(|| ShimError::InvalidArgument("resources must be an OCI LinuxResources JSON object".into()))?;
+            .ok_or_else(|| {
+                ShimError::InvalidArgument(
+                    "resources must be an OCI LinuxResources JSON object".into(),
+                )
+            })?;
         let (runtime, bundle) = self.with(id, |c| {
             if c.init.status == Status::Stopped {
-                return Err(ShimError::FailedPrecondition(format!("task {id:?} is stopped")));
+                return Err(ShimError::FailedPrecondition(format!(
+                    "task {id:?} is stopped"
+                )));
             }
             Ok((c.runtime.clone(), c.bundle.clone()))
         })?;
@@ -138,9 +148,9 @@ impl Tasks {
     /// containerd's cgroup metrics of the task, as a protobuf `Any`.
     pub fn stats(&self, id: &str) -> Result<protobuf::well_known_types::any::Any> {
         let cgroup = self.with(id, |c| {
-            c.cgroup
-                .clone()
-                .ok_or_else(|| ShimError::FailedPrecondition(format!("task {id:?} has no cgroup to read")))
+            c.cgroup.clone().ok_or_else(|| {
+                ShimError::FailedPrecondition(format!("task {id:?} has no cgroup to read"))
+            })
         })?;
         cgroup
             .metrics()
