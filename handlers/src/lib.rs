@@ -183,7 +183,7 @@ mod tests {
             shim_path: None,
             options: RuntimeOptions::default(),
         };
-        assert_eq!(h.resolve_shim(&[dir.clone()]), Ok(bin));
+        assert_eq!(h.resolve_shim(std::slice::from_ref(&dir)), Ok(bin));
         let _ = std::fs::remove_dir_all(dir);
     }
 

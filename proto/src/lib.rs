@@ -16,7 +16,13 @@ pub mod cri {
 /// crius's shim-side ttrpc services.
 #[cfg(feature = "shim")]
 pub mod shim {
-    #![allow(clippy::all, unused, non_upper_case_globals, missing_docs)]
+    #![allow(
+        clippy::all,
+        clippy::unwrap_used,
+        unused,
+        non_upper_case_globals,
+        missing_docs
+    )]
     /// Messages of `crius.shim.v1.Log`.
     pub mod log {
         include!(concat!(env!("OUT_DIR"), "/shim/log.rs"));

@@ -217,7 +217,7 @@ mod tests {
     fn lines(out: &[u8]) -> Vec<String> {
         String::from_utf8_lossy(out)
             .lines()
-            .map(|l| l.splitn(2, ' ').nth(1).unwrap_or_default().to_string())
+            .map(|l| l.split_once(' ').map_or("", |x| x.1).to_string())
             .collect()
     }
 
