@@ -29,6 +29,9 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// How long in-flight RPCs may run on after SIGTERM.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Binds `path` (mode 0660, a stale socket replaced) and serves until `shutdown` resolves.
 pub async fn serve(
     path: &Path,
@@ -50,11 +53,28 @@ pub async fn serve(
     let listener = UnixListener::bind(path).map_err(sock_err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(sock_err)?;
     tracing::info!(socket = %path.display(), "serving CRI v1");
-    tonic::transport::Server::builder()
+    // Graceful shutdown waits for clients to hang up; a kubelet never does. After the
+    // signal, in-flight RPCs get SHUTDOWN_GRACE to finish, then the daemon exits anyway.
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let signalled = async move {
+        shutdown.await;
+        let _ = signalled_tx.send(());
+    };
+    let server = tonic::transport::Server::builder()
         .add_service(RuntimeServiceServer::new(Runtime::new(status)))
         .add_service(ImageServiceServer::new(Images))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await?;
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signalled);
+    let grace = async {
+        if signalled_rx.await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        r = server => r?,
+        _ = grace => tracing::info!("clients still connected after {SHUTDOWN_GRACE:?}: closing anyway"),
+    }
     let _ = std::fs::remove_file(path);
     Ok(())
 }
