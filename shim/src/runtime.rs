@@ -170,14 +170,8 @@ impl Runtime {
             .arg(bundle)
             .arg("--pid-file")
             .arg(pid_file);
-        if let Some(s) = console_socket {
-            cmd.arg("--console-socket").arg(s);
-        }
-        cmd.arg(id)
-            .stdin(stdio.stdin)
-            .stdout(stdio.stdout)
-            .stderr(stdio.stderr);
-        self.run_checked("create", id, cmd, false).await.map(drop)
+        self.run_process("create", id, cmd, console_socket, stdio)
+            .await
     }
 
     /// `exec --process F --pid-file P --detach [--console-socket S] ID`.
@@ -196,6 +190,19 @@ impl Runtime {
             .arg("--pid-file")
             .arg(pid_file)
             .arg("--detach");
+        self.run_process("exec", id, cmd, console_socket, stdio)
+            .await
+    }
+
+    /// Runs `create` or `exec` for a process: its console socket, its stdio, its id.
+    async fn run_process(
+        &self,
+        verb: &'static str,
+        id: &str,
+        mut cmd: Command,
+        console_socket: Option<&Path>,
+        stdio: ChildStdio,
+    ) -> Result<()> {
         if let Some(s) = console_socket {
             cmd.arg("--console-socket").arg(s);
         }
@@ -203,7 +210,7 @@ impl Runtime {
             .stdin(stdio.stdin)
             .stdout(stdio.stdout)
             .stderr(stdio.stderr);
-        self.run_checked("exec", id, cmd, false).await.map(drop)
+        self.run_checked(verb, id, cmd, false).await.map(drop)
     }
 
     /// `start ID`.

@@ -115,12 +115,18 @@ async fn lifecycle_fresh_shim(case: Case, runs: usize) -> anyhow::Result<Figures
 }
 
 fn run_checked(cmd: &mut std::process::Command) -> anyhow::Result<()> {
-    let out = cmd.stdin(std::process::Stdio::null()).output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // No pipes: `runc create` hands its stdio to the container, which would hold a captured
+    // pipe open (and `output()` waiting for EOF) until it exits. Errors go to a file.
+    let err_path = std::env::temp_dir().join(format!("crius-bench-{}.err", std::process::id()));
+    let err = std::fs::File::create(&err_path)?;
+    let status = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(err)
+        .status()?;
+    let text = std::fs::read_to_string(&err_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&err_path);
+    anyhow::ensure!(status.success(), "{cmd:?}: {text}");
     Ok(())
 }
 

@@ -11,7 +11,6 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 use super::Owner;
-use crate::command::CommandRunner;
 use crate::error::{Result, ShimError};
 use crate::runtime::find_executable;
 
@@ -22,7 +21,6 @@ pub async fn start(
     args: &[String],
     owner: &Owner,
     (stdout_r, stderr_r): (OwnedFd, OwnedFd),
-    runner: &CommandRunner,
 ) -> Result<()> {
     let bin_s = bin.display().to_string();
     if find_executable(&bin_s).is_none() {
@@ -66,14 +64,11 @@ pub async fn start(
             Ok(())
         });
     }
-    let child = cmd
-        .spawn()
+    // Its exit goes to the reaper's unclaimed list: nobody waits for a logger.
+    cmd.spawn()
         .map_err(|e| ShimError::Internal(format!("start logging binary {bin_s}: {e}")))?;
-    let _ = child.id();
     drop(cmd);
     drop((stdout_r, stderr_r, ready_w));
-    // Its exit goes to the reaper's unclaimed list; nobody waits for it.
-    let _ = runner;
     let mut ready = tokio::net::unix::pipe::Receiver::from_owned_fd(ready_r)
         .map_err(|e| ShimError::Internal(format!("logger ready pipe: {e}")))?;
     let mut b = [0u8; 1];

@@ -31,7 +31,6 @@ use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::command::CommandRunner;
 use crate::error::{Result, ShimError};
 use crate::runtime::ChildStdio;
 use console::{ConsoleSocket, PtyMaster};
@@ -149,7 +148,7 @@ pub struct Owner {
 
 impl Prepared {
     /// Sets up the stdio of a process before the runtime runs it.
-    pub async fn new(cfg: &StdioConfig, owner: &Owner, runner: &CommandRunner) -> Result<Prepared> {
+    pub async fn new(cfg: &StdioConfig, owner: &Owner) -> Result<Prepared> {
         let stdout = parse_dest("stdout", &cfg.stdout)?;
         let stderr = parse_dest("stderr", &cfg.stderr)?;
         let stdin_fifo = match parse_dest("stdin", &cfg.stdin)? {
@@ -245,7 +244,7 @@ impl Prepared {
                 }
                 _ => return Err(ShimError::Internal("logger pipes".into())),
             };
-            logger::start(&bin, &args, owner, (out_r, err_r), runner).await?;
+            logger::start(&bin, &args, owner, (out_r, err_r)).await?;
         }
         let mut it = child_out.into_iter();
         let (Some(stdout_s), Some(stderr_s)) = (it.next(), it.next()) else {
@@ -265,7 +264,7 @@ impl Prepared {
 
     /// After the runtime has run: receives the pty master (with a terminal) and starts the
     /// copies. Returns the process's stdio state.
-    pub async fn finish(mut self, owner: &Owner, runner: &CommandRunner) -> Result<ProcessIo> {
+    pub async fn finish(mut self, owner: &Owner) -> Result<ProcessIo> {
         let Some(console) = self.console.take() else {
             return Ok(self.io);
         };
@@ -299,7 +298,7 @@ impl Prepared {
             Dest::Binary(bin, args) => {
                 let (out_r, out_w) = pipe_pair()?;
                 let (err_r, _err_w) = pipe_pair()?;
-                logger::start(&bin, &args, owner, (out_r, err_r), runner).await?;
+                logger::start(&bin, &args, owner, (out_r, err_r)).await?;
                 Sink::Pipe(
                     pipe::Sender::from_owned_fd(out_w)
                         .map_err(|e| ShimError::io("logger pipe", e))?,

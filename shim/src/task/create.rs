@@ -115,7 +115,7 @@ impl Tasks {
         let pid_file = req.bundle.join("init.pid");
         let since = Instant::now();
         let created = async {
-            let mut prepared = Prepared::new(&req.stdio, &owner, &self.inner.runner).await?;
+            let mut prepared = Prepared::new(&req.stdio, &owner).await?;
             let console_path = prepared.console.as_ref().map(|c| c.path().to_path_buf());
             let child = prepared.take_child();
             runtime
@@ -127,7 +127,7 @@ impl Tasks {
                     child,
                 )
                 .await?;
-            let io = prepared.finish(&owner, &self.inner.runner).await?;
+            let io = prepared.finish(&owner).await?;
             let pid = read_pid(&pid_file)?;
             Ok::<_, ShimError>((io, pid))
         }

@@ -90,13 +90,13 @@ impl Tasks {
                 .map_err(|e| ShimError::InvalidArgument(format!("exec {exec_id:?} spec: {e}")))?;
             std::fs::write(&process_file, data)
                 .map_err(|e| ShimError::io(process_file.display(), e))?;
-            let mut prepared = Prepared::new(&stdio, &owner, &self.inner.runner).await?;
+            let mut prepared = Prepared::new(&stdio, &owner).await?;
             let console_path = prepared.console.as_ref().map(|c| c.path().to_path_buf());
             let child = prepared.take_child();
             runtime
                 .exec(id, &process_file, &pid_file, console_path.as_deref(), child)
                 .await?;
-            let io = prepared.finish(&owner, &self.inner.runner).await?;
+            let io = prepared.finish(&owner).await?;
             let pid = read_pid(&pid_file)?;
             Ok::<_, ShimError>((io, pid))
         }
