@@ -9,5 +9,7 @@ pub mod bundle;
 pub mod containerd;
 pub mod cri;
 pub mod host;
+pub mod image_builder;
 pub mod oci_archive;
+pub mod registry;
 pub mod shim;
