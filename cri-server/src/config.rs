@@ -30,6 +30,9 @@ pub struct Config {
     pub handlers: Handlers,
     /// Pod network (CNI) settings.
     pub cni: CniConfig,
+    /// Registries: mirrors, plain-HTTP hosts, CAs, credentials, download parallelism.
+    #[serde(default)]
+    pub registry: crate::image::registry::RegistryConfig,
 }
 
 /// CNI settings.
@@ -122,6 +125,11 @@ impl Config {
             return Err(invalid("listen: empty socket path".into()));
         }
         Ok(())
+    }
+
+    /// The metadata store file.
+    pub fn store_path(&self) -> PathBuf {
+        self.root.join("crius.redb")
     }
 
     /// The CRI socket's filesystem path.

@@ -5,5 +5,7 @@
 //! This crate is the daemon's logic; `src/main.rs` only parses arguments and wires it up.
 
 pub mod config;
+pub mod image;
 pub mod server;
 pub mod status;
+pub mod store;

@@ -28,6 +28,35 @@ enum Command {
     },
     /// Check the host and the handlers; exits non-zero when the default handler is unusable.
     Check,
+    /// Images, on the store directly (the daemon must not be running on the same root).
+    Image {
+        #[command(subcommand)]
+        what: ImageCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCommand {
+    /// Pull an image, with a progress bar per layer on a terminal.
+    Pull {
+        /// Image reference (`busybox`, `registry:5000/name:tag`, `name@sha256:…`).
+        reference: String,
+        /// Credentials as `user:password`.
+        #[arg(long)]
+        creds: Option<String>,
+    },
+    /// Load a `docker save` or OCI image layout archive (optionally gzip-compressed).
+    Import {
+        /// The archive.
+        file: PathBuf,
+    },
+    /// List images.
+    List,
+    /// Remove an image by reference, id or id prefix.
+    Rm {
+        /// What to remove.
+        image: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -88,8 +117,72 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Some(Command::Image { what }) => {
+            let cfg = load(&cli)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?;
+            rt.block_on(image_command(cfg, what))
+        }
         None => run(cli),
     }
+}
+
+async fn open_images(cfg: &Config) -> anyhow::Result<crius::image::ImageService> {
+    let store = crius::store::Store::open(&cfg.store_path())?;
+    crius::image::ImageService::open(&cfg.root, store, cfg.registry.clone())
+        .await
+        .context("opening the image store")
+}
+
+async fn image_command(cfg: Config, what: &ImageCommand) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let images = open_images(&cfg).await?;
+    match what {
+        ImageCommand::Pull { reference, creds } => {
+            let auth = creds.as_ref().map(|c| {
+                let (u, p) = c.split_once(':').unwrap_or((c, ""));
+                crius::image::registry::AuthConfig {
+                    username: u.into(),
+                    password: p.into(),
+                    ..Default::default()
+                }
+            });
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let terminal = std::io::stdout().is_terminal();
+            let show = tokio::spawn(async move {
+                let mut r = crius::image::progress::Renderer::new(std::io::stdout(), terminal);
+                while let Some(p) = rx.recv().await {
+                    let _ = r.show(&p);
+                }
+            });
+            let res = images.pull(reference, auth.as_ref(), Some(tx)).await;
+            let _ = show.await;
+            let rec = res?;
+            println!("pulled {reference} as {}", rec.id);
+        }
+        ImageCommand::Import { file } => {
+            for rec in images.import(file).await? {
+                println!("imported {} {}", rec.id, rec.repo_tags.join(" "));
+            }
+        }
+        ImageCommand::List => {
+            for rec in images.all()? {
+                let names = if rec.repo_tags.is_empty() {
+                    rec.repo_digests.join(" ")
+                } else {
+                    rec.repo_tags.join(" ")
+                };
+                println!("{}  {:>12}  {names}", &rec.id.hex()[..12], rec.size);
+            }
+        }
+        ImageCommand::Rm { image } => match images.remove(image).await? {
+            Some(rec) => println!("removed {}", rec.id),
+            None => println!("no image {image:?}; nothing to remove"),
+        },
+    }
+    Ok(())
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -110,13 +203,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let socket = cfg.socket_path();
+        let images = Arc::new(open_images(&cfg).await?);
         let status = Arc::new(RuntimeStatus::new(cfg, shim_search()));
         for c in status.handler_checks() {
             if let Some(e) = c.error {
                 tracing::warn!(handler = %c.name, "handler unusable: {e}");
             }
         }
-        crius::server::serve::serve(&socket, status, shutdown_signal())
+        crius::server::serve::serve(&socket, status, images, shutdown_signal())
             .await
             .context("CRI server")?;
         Ok(())

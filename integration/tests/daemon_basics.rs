@@ -81,12 +81,21 @@ async fn version_and_status_over_the_socket() {
         .expect_err("not yet");
     assert_eq!(e.code(), tonic::Code::Unimplemented);
     assert!(e.message().contains("RunPodSandbox"), "{}", e.message());
-    let e = c
+    // Images are served: the built-in pause image is there with no registry at all.
+    let images = c
         .image
         .list_images(cri::ListImagesRequest::default())
         .await
-        .expect_err("not yet");
-    assert_eq!(e.code(), tonic::Code::Unimplemented);
+        .expect("list images")
+        .into_inner()
+        .images;
+    assert!(
+        images.iter().any(|i| i
+            .repo_tags
+            .contains(&"crius.local/pause:builtin".to_string())
+            && i.pinned),
+        "{images:?}"
+    );
 
     let st = d.stop().expect("crius stops on SIGTERM");
     assert!(st.success(), "{st:?}: {}", d.log());

@@ -36,6 +36,7 @@ pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2
 pub async fn serve(
     path: &Path,
     status: Arc<RuntimeStatus>,
+    images: Arc<crate::image::ImageService>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let sock_err = |source| ServeError::Socket {
@@ -62,7 +63,7 @@ pub async fn serve(
     };
     let server = tonic::transport::Server::builder()
         .add_service(RuntimeServiceServer::new(Runtime::new(status)))
-        .add_service(ImageServiceServer::new(Images))
+        .add_service(ImageServiceServer::new(Images::new(images)))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signalled);
     let grace = async {
         if signalled_rx.await.is_ok() {
