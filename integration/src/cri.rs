@@ -85,28 +85,7 @@ impl Daemon {
         config.push_str(extra);
         let cfg_path = dir.path().join("crius.toml");
         std::fs::write(&cfg_path, config)?;
-        let log = std::fs::File::create(dir.path().join("crius.log"))?;
-        let mut child = Command::new(&crius)
-            .arg("--config")
-            .arg(&cfg_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !socket.exists() {
-            if let Ok(Some(st)) = child.try_wait() {
-                anyhow::bail!(
-                    "crius exited with {st}: {}",
-                    std::fs::read_to_string(dir.path().join("crius.log")).unwrap_or_default()
-                );
-            }
-            anyhow::ensure!(
-                std::time::Instant::now() < deadline,
-                "crius socket never appeared"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = spawn_daemon(dir.path(), &socket)?;
         Ok(Daemon { dir, child, socket })
     }
 
@@ -136,6 +115,59 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+}
+
+/// Starts `crius --config <dir>/crius.toml` logging to `<dir>/crius.log` (appending) and
+/// waits for its socket.
+fn spawn_daemon(dir: &Path, socket: &Path) -> anyhow::Result<Child> {
+    let crius = host::workspace_binary("crius");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("crius.log"))?;
+    let mut child = Command::new(&crius)
+        .arg("--config")
+        .arg(dir.join("crius.toml"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        if let Ok(Some(st)) = child.try_wait() {
+            anyhow::bail!(
+                "crius exited with {st}: {}",
+                std::fs::read_to_string(dir.join("crius.log")).unwrap_or_default()
+            );
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "crius socket never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child)
+}
+
+impl Daemon {
+    /// `kill -9` of the daemon, as a crash would.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the daemon again on the same root, state and socket (after `kill9` or `stop`).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill9();
+        let _ = std::fs::remove_file(&self.socket);
+        self.child = spawn_daemon(self.dir.path(), &self.socket)?;
+        Ok(())
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
