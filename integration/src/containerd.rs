@@ -22,6 +22,9 @@ pub struct ContainerdOptions {
     pub cri: bool,
     /// Extra directories put first on containerd's `PATH` (where it finds shims).
     pub path_dirs: Vec<PathBuf>,
+    /// TOML (config version 2) appended to the generated config, e.g. CRI registry mirrors:
+    /// `[plugins."io.containerd.grpc.v1.cri".registry.mirrors."<host>"]`.
+    pub extra_config: String,
 }
 
 impl Containerd {
@@ -47,10 +50,12 @@ state = "{state}"
   address = "{sock}.ttrpc"
 [debug]
   address = "{sock}.debug"
+{extra}
 "#,
             root = dir.path().join("root").display(),
             state = dir.path().join("state").display(),
             sock = socket.display(),
+            extra = opts.extra_config,
         );
         let cfg_path = dir.path().join("config.toml");
         std::fs::write(&cfg_path, config)?;

@@ -132,6 +132,7 @@ async fn status_agrees_with_containerd() {
     let ctd = Containerd::start(ContainerdOptions {
         cri: true,
         path_dirs: vec![],
+        ..Default::default()
     })
     .expect("containerd");
     let mut theirs = CriClient::connect(&ctd.socket)

@@ -36,6 +36,7 @@ fn ctr_run_with_our_shim_matches_runc_v2() {
     let ctd = Containerd::start(ContainerdOptions {
         cri: false,
         path_dirs: vec![host::target_dir()],
+        ..Default::default()
     })
     .expect("containerd");
     let archive = ctd.dir().join("busybox.tar");
