@@ -9,7 +9,7 @@ RUN_PKGS  := runc containernetworking-plugins protobuf-compiler iproute2
 TEST_PKGS := $(RUN_PKGS) crun containerd busybox-static docker-registry apache2-utils \
              libseccomp-dev pkg-config iptables util-linux procps psmisc
 
-.PHONY: run test build release deps-run deps-test youki lint unit integration bench install
+.PHONY: run test build release deps-run deps-test youki lint unit integration bench bench-images install
 
 # Install the Debian packages in $(1) that are missing; `apt-get update` only when needed.
 define apt_install
@@ -52,6 +52,11 @@ test: deps-test build lint
 bench: deps-test
 	$(CARGO) build --release --workspace --bins
 	./target/release/shim-bench
+
+# Cold image pulls over CRI, crius vs containerd 1.6, from a local docker-registry.
+bench-images: deps-test
+	$(CARGO) build --release --workspace --bins
+	./target/release/image-bench
 
 install: release
 	install -m 0755 target/release/crius target/release/containerd-shim-crius-v2 $(PREFIX)/bin/

@@ -104,6 +104,11 @@ impl Daemon {
         std::fs::read_to_string(self.dir.path().join("crius.log")).unwrap_or_default()
     }
 
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the daemon with SIGTERM and returns its exit status.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         host::kill(self.child.id(), libc::SIGTERM);
