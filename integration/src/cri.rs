@@ -169,11 +169,6 @@ impl Daemon {
         self.child = spawn_daemon(self.dir.path(), &self.socket)?;
         Ok(())
     }
-
-    /// The daemon's pid.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
 }
 
 impl Drop for Daemon {
