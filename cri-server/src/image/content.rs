@@ -153,6 +153,12 @@ impl BlobWriter {
 
     /// Verifies digest and size and moves the blob into place.
     pub fn commit(self, expected: &Digest, size: Option<u64>) -> Result<(), ImageError> {
+        self.verify(expected, size)?.persist()
+    }
+
+    /// Verifies digest and size, leaving the blob in `ingest/` until [`VerifiedBlob::persist`]:
+    /// a layer's blob is kept only once its unpacking and `diff_id` have checked out too.
+    pub fn verify(self, expected: &Digest, size: Option<u64>) -> Result<VerifiedBlob, ImageError> {
         let len = self.hasher.len();
         if let Some(size) = size {
             if size != len {
@@ -171,10 +177,29 @@ impl BlobWriter {
                 actual,
             });
         }
-        let dest = self.store.path(expected);
+        Ok(VerifiedBlob {
+            file: self.file,
+            dest: self.store.path(expected),
+            digest: actual,
+        })
+    }
+}
+
+/// A blob whose digest and size are checked, not yet in place. Dropping it deletes the
+/// ingest file.
+pub struct VerifiedBlob {
+    file: tempfile::NamedTempFile,
+    dest: PathBuf,
+    digest: Digest,
+}
+
+impl VerifiedBlob {
+    /// Moves the blob into place.
+    pub fn persist(self) -> Result<(), ImageError> {
+        let digest = self.digest;
         self.file
-            .persist(&dest)
-            .map_err(|e| ImageError::io(format!("commit blob {expected}"), e.error))?;
+            .persist(&self.dest)
+            .map_err(|e| ImageError::io(format!("commit blob {digest}"), e.error))?;
         Ok(())
     }
 }

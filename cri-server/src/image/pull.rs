@@ -635,7 +635,9 @@ pub fn store_layer<S: LayerSource>(src: S, job: &LayerJob) -> Result<SnapshotRec
             return Err(LayerFailure::Transfer(e));
         }
     }
-    blob.commit(&job.layer.digest, Some(job.layer.size))?;
+    // Verified but not yet in place: a blob that does not unpack, or unpacks to the wrong
+    // diff_id, is dropped with the snapshot rather than kept unreferenced.
+    let blob = blob.verify(&job.layer.digest, Some(job.layer.size))?;
     let (stats, diff) = outcome?;
     if diff != job.diff_id {
         return Err(ImageError::DigestMismatch {
@@ -645,6 +647,7 @@ pub fn store_layer<S: LayerSource>(src: S, job: &LayerJob) -> Result<SnapshotRec
         }
         .into());
     }
+    blob.persist()?;
     tracing::debug!(layer = %job.layer.digest, entries = stats.entries, "layer unpacked");
     Ok(job
         .snapshots
