@@ -32,7 +32,7 @@ impl Containerd {
     pub fn start(opts: ContainerdOptions) -> anyhow::Result<Containerd> {
         let dir = tempfile::Builder::new()
             .prefix("crius-ctd-")
-            .tempdir_in("/tmp")?;
+            .tempdir_in(host::scratch_dir())?;
         let socket = dir.path().join("c.sock");
         let disabled = if opts.cri {
             ""

@@ -61,7 +61,7 @@ impl Daemon {
     pub fn start(extra: &str) -> anyhow::Result<Daemon> {
         let dir = tempfile::Builder::new()
             .prefix("crius-d-")
-            .tempdir_in("/tmp")?;
+            .tempdir_in(host::scratch_dir())?;
         let crius = host::workspace_binary("crius");
         let default = Command::new(&crius).args(["config", "default"]).output()?;
         anyhow::ensure!(default.status.success(), "crius config default failed");

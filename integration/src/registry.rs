@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::host;
 use crate::image_builder::RegistryClient;
 
 /// The registry binary on Debian.
@@ -39,7 +40,7 @@ impl Registry {
     pub fn start(opts: RegistryOptions) -> anyhow::Result<Registry> {
         let dir = tempfile::Builder::new()
             .prefix("crius-registry-")
-            .tempdir_in("/tmp")
+            .tempdir_in(host::scratch_dir())
             .context("registry temp dir")?;
         if let Some((user, password)) = &opts.htpasswd {
             write_htpasswd(&dir.path().join("htpasswd"), user, password)?;
