@@ -138,6 +138,15 @@ async fn open_images(cfg: &Config) -> anyhow::Result<crius::image::ImageService>
 
 async fn image_command(cfg: Config, what: &ImageCommand) -> anyhow::Result<()> {
     use std::io::IsTerminal;
+    // Warnings (a failed mirror, a neutralized layer entry) matter here too.
+    let filter = std::env::var("CRIUS_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter)
+                .with_context(|| format!("CRIUS_LOG {filter:?}"))?,
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     let images = open_images(&cfg).await?;
     match what {
         ImageCommand::Pull { reference, creds } => {
@@ -187,10 +196,12 @@ async fn image_command(cfg: Config, what: &ImageCommand) -> anyhow::Result<()> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = load(&cli)?;
+    // CRIUS_LOG overrides the config's log_level (handy for a one-off debug run).
+    let filter = std::env::var("CRIUS_LOG").unwrap_or_else(|_| cfg.log_level.clone());
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
-                .with_context(|| format!("log_level {:?}", cfg.log_level))?,
+            tracing_subscriber::EnvFilter::try_new(&filter)
+                .with_context(|| format!("log filter {filter:?}"))?,
         )
         .with_writer(std::io::stderr)
         .init();

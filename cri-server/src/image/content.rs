@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use super::digest::{Digest, Hasher};
 use super::ImageError;
 
+/// Blobs up to this size are written on the calling task.
+const INLINE_PUT: usize = 256 << 10;
+
 /// The content store rooted at `<root>/content`.
 #[derive(Debug, Clone)]
 pub struct ContentStore {
@@ -32,7 +35,8 @@ impl ContentStore {
 
     /// Whether a verified blob is present.
     pub async fn exists(&self, d: &Digest) -> bool {
-        tokio::fs::metadata(self.path(d)).await.is_ok()
+        // One stat: cheaper inline than a hop to the blocking pool.
+        std::fs::metadata(self.path(d)).is_ok()
     }
 
     /// Reads a whole blob (configs and manifests: small).
@@ -54,6 +58,12 @@ impl ContentStore {
         }
         if self.exists(d).await {
             return Ok(());
+        }
+        // Manifests and configs are small: written inline rather than on the blocking pool.
+        if bytes.len() <= INLINE_PUT {
+            let mut w = self.ingest()?;
+            w.write(bytes)?;
+            return w.commit(d, Some(bytes.len() as u64));
         }
         let store = self.clone();
         let d = d.clone();

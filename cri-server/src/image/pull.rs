@@ -59,6 +59,14 @@ pub struct Puller {
     layers: Arc<KeyedLocks>,
 }
 
+/// Which layer to fetch and what it must turn out to be.
+struct LayerTarget<'a> {
+    layer: &'a Descriptor,
+    diff_id: &'a Digest,
+    chain_id: &'a Digest,
+    parent: Option<Digest>,
+}
+
 /// One fetch location: a client with credentials, and the reference rewritten for a host.
 struct Source<'a> {
     client: &'a oci_client::Client,
@@ -246,6 +254,7 @@ impl Puller {
         if index.is_none() {
             self.content.put(&manifest_desc.digest, &top_bytes).await?;
         }
+        tracing::debug!(reference = %reference, manifest = %manifest_desc.digest, "resolved");
         if let Some(tx) = progress {
             let _ = tx.send(Progress::Resolved {
                 reference: reference.to_string(),
@@ -254,7 +263,31 @@ impl Puller {
             });
         }
 
-        let config_bytes = self.fetch_config(src, &manifest).await?;
+        // The config names the diff_ids (and so the chain IDs) the layers are checked against;
+        // while it is fetched, the first layers' responses are requested already, unless
+        // their blob is stored (then the layer is most likely unpacked: no request wasted).
+        let ahead = self
+            .registries
+            .max_concurrent_downloads()
+            .min(manifest.layers.len());
+        let prefetch = manifest.layers[..ahead].iter().map(|l| async move {
+            if self.content.exists(&l.digest).await {
+                None
+            } else {
+                Some(
+                    src.client
+                        .pull_blob_stream(&src.oci_ref(None), l.digest.as_str())
+                        .await,
+                )
+            }
+        });
+        let (config_bytes, prefetched) = tokio::join!(
+            self.fetch_config(src, &manifest),
+            futures::future::join_all(prefetch)
+        );
+        let config_bytes = config_bytes?;
+        let mut prefetched = prefetched.into_iter();
+        tracing::debug!(config = %manifest.config.digest, "config stored");
         let config = manifest::parse_config(&config_bytes).map_err(unsupported)?;
         let diff_ids = config.rootfs.diff_ids.clone();
         if diff_ids.len() != manifest.layers.len() {
@@ -267,7 +300,14 @@ impl Puller {
         let chains = chain_ids(&diff_ids);
         let fetches = manifest.layers.iter().enumerate().map(|(i, layer)| {
             let parent = i.checked_sub(1).map(|p| chains[p].clone());
-            self.fetch_layer(src, layer, &diff_ids[i], &chains[i], parent, progress)
+            let ready = prefetched.next().flatten();
+            let target = LayerTarget {
+                layer,
+                diff_id: &diff_ids[i],
+                chain_id: &chains[i],
+                parent,
+            };
+            self.fetch_layer(src, target, ready, progress)
         });
         futures::future::try_join_all(fetches).await?;
 
@@ -285,7 +325,9 @@ impl Puller {
             pinned: false,
             annotations: manifest.annotations.clone(),
         };
+        tracing::debug!(layers = rec.layers.len(), "layers in place");
         let rec = record_image(&self.store, rec)?;
+        tracing::debug!(id = %rec.id, "image recorded");
         if let Some(tx) = progress {
             let _ = tx.send(Progress::Done { id: rec.id.clone() });
         }
@@ -329,12 +371,18 @@ impl Puller {
     async fn fetch_layer(
         &self,
         src: &Source<'_>,
-        layer: &Descriptor,
-        diff_id: &Digest,
-        chain_id: &Digest,
-        parent: Option<Digest>,
+        target: LayerTarget<'_>,
+        ready: Option<
+            Result<oci_client::client::SizedStream, oci_client::errors::OciDistributionError>,
+        >,
         progress: Option<&ProgressTx>,
     ) -> Result<SnapshotRecord, ImageError> {
+        let LayerTarget {
+            layer,
+            diff_id,
+            chain_id,
+            parent,
+        } = target;
         let compression = manifest::layer_compression(&layer.media_type).map_err(|what| {
             ImageError::Unsupported {
                 reference: src.reference.to_string(),
@@ -355,11 +403,15 @@ impl Puller {
             .acquire()
             .await
             .map_err(|_| ImageError::Internal("download limiter closed".into()))?;
-        let mut stream = src
-            .client
-            .pull_blob_stream(&src.oci_ref(None), layer.digest.as_str())
-            .await
-            .map_err(|e| src.err(&e))?;
+        let mut stream = match ready {
+            Some(r) => r,
+            None => {
+                src.client
+                    .pull_blob_stream(&src.oci_ref(None), layer.digest.as_str())
+                    .await
+            }
+        }
+        .map_err(|e| src.err(&e))?;
 
         let (tx, rx) = mpsc::channel::<Result<Bytes, String>>(64);
         let job = LayerJob {
@@ -379,6 +431,7 @@ impl Puller {
             };
             store_layer(reader, &job)
         });
+        tracing::debug!(layer = %layer.digest, "layer response");
         let mut done = 0u64;
         while let Some(item) = stream.next().await {
             let item = item.map_err(|e| e.to_string());
@@ -410,6 +463,7 @@ impl Puller {
                 },
                 LayerFailure::Image(e) => e,
             })?;
+        tracing::debug!(layer = %layer.digest, "layer committed");
         if let Some(p) = progress {
             let _ = p.send(Progress::Unpacked {
                 layer: layer.digest.clone(),
@@ -649,9 +703,11 @@ pub fn store_layer<S: LayerSource>(src: S, job: &LayerJob) -> Result<SnapshotRec
     }
     blob.persist()?;
     tracing::debug!(layer = %job.layer.digest, entries = stats.entries, "layer unpacked");
-    Ok(job
+    let rec = job
         .snapshots
-        .commit(prepared, &job.chain_id, job.parent.as_ref(), &job.diff_id)?)
+        .commit(prepared, &job.chain_id, job.parent.as_ref(), &job.diff_id)?;
+    tracing::debug!(layer = %job.layer.digest, "snapshot committed");
+    Ok(rec)
 }
 
 fn unpack_stream<R: Read>(

@@ -383,13 +383,22 @@ impl Unpacker {
     ) -> Result<(), UnpackError> {
         let name = final_name(ctx, path)?;
         let parent = self.dir_fd(ctx, path.parent())?;
-        self.clear(ctx, &parent, name, false)?;
-        let fd = rustix::fs::openat(
-            &*parent,
-            os(name),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
+        let create = || {
+            rustix::fs::openat(
+                &*parent,
+                os(name),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+        };
+        // Most names are new in a layer: try first, make room only when something is there.
+        let fd = match create() {
+            Err(Errno::EXIST) => {
+                self.clear(ctx, &parent, name, false)?;
+                create()
+            }
+            r => r,
+        }
         .map_err(ctx.io("create file"))?;
         let mut file = File::from(fd);
         let written = self.copy(ctx, data, &mut file)?;
@@ -494,9 +503,15 @@ impl Unpacker {
             self.strip(ctx, meta.mode);
         }
         let parent = self.dir_fd(ctx, path.parent())?;
-        self.clear(ctx, &parent, name, false)?;
         // The target is stored, never resolved: it may point anywhere.
-        rustix::fs::symlinkat(os(&target), &*parent, os(name)).map_err(ctx.io("create symlink"))?;
+        match rustix::fs::symlinkat(os(&target), &*parent, os(name)) {
+            Err(Errno::EXIST) => {
+                self.clear(ctx, &parent, name, false)?;
+                rustix::fs::symlinkat(os(&target), &*parent, os(name))
+            }
+            r => r,
+        }
+        .map_err(ctx.io("create symlink"))?;
         rustix::fs::chownat(
             &*parent,
             os(name),
