@@ -128,10 +128,7 @@ impl Store {
         let t = txn
             .open_table(table.0)
             .map_err(|e| db_err("open table")(e.into()))?;
-        let Some(v) = t.get(key).map_err(|e| db_err("get")(e.into()))? else {
-            return Ok(None);
-        };
-        decode(table, key, v.value()).map(Some)
+        read_one(&t, table, key)
     }
 
     /// Reads every record of a table, in key order.
@@ -143,14 +140,7 @@ impl Store {
         let t = txn
             .open_table(table.0)
             .map_err(|e| db_err("open table")(e.into()))?;
-        let mut out = Vec::new();
-        for row in t.iter().map_err(|e| db_err("iterate")(e.into()))? {
-            let (k, v) = row.map_err(|e| db_err("iterate")(e.into()))?;
-            let key = k.value().to_string();
-            let val = decode(table, &key, v.value())?;
-            out.push((key, val));
-        }
-        Ok(out)
+        read_all(&t, table)
     }
 
     /// Runs `f` in one write transaction: everything it does commits together or not at all.
@@ -185,10 +175,7 @@ impl Txn<'_> {
             .txn
             .open_table(table.0)
             .map_err(|e| db_err("open table")(e.into()))?;
-        let Some(v) = t.get(key).map_err(|e| db_err("get")(e.into()))? else {
-            return Ok(None);
-        };
-        decode(table, key, v.value()).map(Some)
+        read_one(&t, table, key)
     }
 
     /// Writes one record.
@@ -228,14 +215,7 @@ impl Txn<'_> {
             .txn
             .open_table(table.0)
             .map_err(|e| db_err("open table")(e.into()))?;
-        let mut out = Vec::new();
-        for row in t.iter().map_err(|e| db_err("iterate")(e.into()))? {
-            let (k, v) = row.map_err(|e| db_err("iterate")(e.into()))?;
-            let key = k.value().to_string();
-            let val = decode(table, &key, v.value())?;
-            out.push((key, val));
-        }
-        Ok(out)
+        read_all(&t, table)
     }
 
     /// Increments and returns a named counter (starting at 1).
@@ -244,6 +224,33 @@ impl Txn<'_> {
         self.put(META, name, &n)?;
         Ok(n)
     }
+}
+
+/// One record of an open table (read or write transaction alike).
+fn read_one<T: DeserializeOwned>(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    table: Table,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    let Some(v) = t.get(key).map_err(|e| db_err("get")(e.into()))? else {
+        return Ok(None);
+    };
+    decode(table, key, v.value()).map(Some)
+}
+
+/// Every record of an open table, in key order.
+fn read_all<T: DeserializeOwned>(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    table: Table,
+) -> Result<Vec<(String, T)>, StoreError> {
+    let mut out = Vec::new();
+    for row in t.iter().map_err(|e| db_err("iterate")(e.into()))? {
+        let (k, v) = row.map_err(|e| db_err("iterate")(e.into()))?;
+        let key = k.value().to_string();
+        let val = decode(table, &key, v.value())?;
+        out.push((key, val));
+    }
+    Ok(out)
 }
 
 fn decode<T: DeserializeOwned>(table: Table, key: &str, bytes: &[u8]) -> Result<T, StoreError> {

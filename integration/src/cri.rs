@@ -44,6 +44,39 @@ impl CriClient {
             image: ImageServiceClient::new(ch),
         })
     }
+
+    /// `PullImage` of `image` without credentials; the image ref on success.
+    pub async fn pull(&mut self, image: &str) -> Result<String, tonic::Status> {
+        self.image
+            .pull_image(crius_proto::cri::PullImageRequest {
+                image: image_spec(image),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner().image_ref)
+    }
+
+    /// Non-verbose `ImageStatus` of `image`: `None` when absent.
+    pub async fn image_status(
+        &mut self,
+        image: &str,
+    ) -> Result<Option<crius_proto::cri::Image>, tonic::Status> {
+        self.image
+            .image_status(crius_proto::cri::ImageStatusRequest {
+                image: image_spec(image),
+                verbose: false,
+            })
+            .await
+            .map(|r| r.into_inner().image)
+    }
+}
+
+/// A CRI `ImageSpec` naming `image`.
+pub fn image_spec(image: &str) -> Option<crius_proto::cri::ImageSpec> {
+    Some(crius_proto::cri::ImageSpec {
+        image: image.into(),
+        ..Default::default()
+    })
 }
 
 /// A crius daemon on temp dirs. Dropping it stops the daemon.
@@ -62,27 +95,8 @@ impl Daemon {
         let dir = tempfile::Builder::new()
             .prefix("crius-d-")
             .tempdir_in(host::scratch_dir())?;
-        let crius = host::workspace_binary("crius");
-        let default = Command::new(&crius).args(["config", "default"]).output()?;
-        anyhow::ensure!(default.status.success(), "crius config default failed");
         let socket = dir.path().join("crius.sock");
-        let cni = dir.path().join("net.d");
-        std::fs::create_dir_all(&cni)?;
-        let mut config = String::from_utf8(default.stdout)?
-            .replace(
-                "/var/lib/crius",
-                &dir.path().join("root").display().to_string(),
-            )
-            .replace(
-                "unix:///run/crius/crius.sock",
-                &format!("unix://{}", socket.display()),
-            )
-            .replace(
-                "\"/run/crius\"",
-                &format!("{:?}", dir.path().join("state").display().to_string()),
-            )
-            .replace("/etc/cni/net.d", &cni.display().to_string());
-        config.push_str(extra);
+        let config = config_text(dir.path(), &socket, extra)?;
         let cfg_path = dir.path().join("crius.toml");
         std::fs::write(&cfg_path, config)?;
         let child = spawn_daemon(dir.path(), &socket)?;
@@ -121,6 +135,29 @@ impl Daemon {
         }
         None
     }
+}
+
+/// The embedded default config with every path under `dir` (root, state, CNI conf dir),
+/// the CRI socket at `socket`, and `extra` TOML appended.
+pub fn config_text(dir: &Path, socket: &Path, extra: &str) -> anyhow::Result<String> {
+    let crius = host::workspace_binary("crius");
+    let default = Command::new(&crius).args(["config", "default"]).output()?;
+    anyhow::ensure!(default.status.success(), "crius config default failed");
+    let cni = dir.join("net.d");
+    std::fs::create_dir_all(&cni)?;
+    let mut config = String::from_utf8(default.stdout)?
+        .replace("/var/lib/crius", &dir.join("root").display().to_string())
+        .replace(
+            "unix:///run/crius/crius.sock",
+            &format!("unix://{}", socket.display()),
+        )
+        .replace(
+            "\"/run/crius\"",
+            &format!("{:?}", dir.join("state").display().to_string()),
+        )
+        .replace("/etc/cni/net.d", &cni.display().to_string());
+    config.push_str(extra);
+    Ok(config)
 }
 
 /// Starts `crius --config <dir>/crius.toml` logging to `<dir>/crius.log` (appending) and

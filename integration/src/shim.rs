@@ -186,10 +186,30 @@ impl Fixture {
     /// Writes the bundle, starts (or reuses) the shim, connects, and creates the task with
     /// stdout/stderr going to files. Does not start it.
     pub async fn create(&self, spec: &BundleSpec) -> anyhow::Result<Container> {
-        let bundle = self.bundle(spec)?;
-        let (bootstrap, client) = self.connect(&spec.id, &bundle.dir).await?;
         let stdout = self.dir.path().join(format!("{}.out", spec.id));
         let stderr = self.dir.path().join(format!("{}.err", spec.id));
+        let mut c = self
+            .create_with_stdio(
+                spec,
+                &format!("file://{}", stdout.display()),
+                &format!("file://{}", stderr.display()),
+            )
+            .await?;
+        c.stdout = stdout;
+        c.stderr = stderr;
+        Ok(c)
+    }
+
+    /// Like [`Fixture::create`] with the given stdout/stderr URIs; the container's `stdout`
+    /// and `stderr` paths are left empty.
+    pub async fn create_with_stdio(
+        &self,
+        spec: &BundleSpec,
+        stdout: &str,
+        stderr: &str,
+    ) -> anyhow::Result<Container> {
+        let bundle = self.bundle(spec)?;
+        let (bootstrap, client) = self.connect(&spec.id, &bundle.dir).await?;
         client
             .create(CreateTask {
                 id: spec.id.clone(),
@@ -197,8 +217,8 @@ impl Fixture {
                 rootfs: bundle.rootfs.clone(),
                 terminal: spec.terminal,
                 stdin: String::new(),
-                stdout: format!("file://{}", stdout.display()),
-                stderr: format!("file://{}", stderr.display()),
+                stdout: stdout.to_string(),
+                stderr: stderr.to_string(),
                 options: Some(self.options()),
             })
             .await?;
@@ -207,8 +227,8 @@ impl Fixture {
             bundle,
             bootstrap,
             client,
-            stdout,
-            stderr,
+            stdout: PathBuf::new(),
+            stderr: PathBuf::new(),
         })
     }
 

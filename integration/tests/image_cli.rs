@@ -4,27 +4,15 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crius_integration::cri::Daemon;
+use crius_integration::cri::{config_text, Daemon};
 use crius_integration::host;
 use crius_integration::image_builder::{Compression, Image, ImageConfig, Layer, LinkStyle};
 use crius_integration::oci_archive::{image_archive, Blob};
 use crius_integration::registry::{Registry, RegistryOptions};
 
-/// A config file whose root is `dir/root`, plus `extra`.
+/// A config file (`dir/cli.toml`) whose root is `dir/root`, plus `extra`.
 fn config(dir: &Path, extra: &str) -> PathBuf {
-    let crius = host::workspace_binary("crius");
-    let out = Command::new(&crius)
-        .args(["config", "default"])
-        .output()
-        .expect("config default");
-    let text = String::from_utf8(out.stdout)
-        .expect("utf8")
-        .replace("/var/lib/crius", &dir.join("root").display().to_string())
-        .replace(
-            "\"/run/crius\"",
-            &format!("{:?}", dir.join("state").display().to_string()),
-        )
-        + extra;
+    let text = config_text(dir, &dir.join("cli.sock"), extra).expect("config");
     let p = dir.join("cli.toml");
     std::fs::write(&p, text).expect("write config");
     p

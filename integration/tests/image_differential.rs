@@ -2,41 +2,12 @@
 //! from one real registry. Where the two disagree the test says which one is right.
 
 use crius_integration::containerd::{Containerd, ContainerdOptions};
-use crius_integration::cri::{CriClient, Daemon};
+use crius_integration::cri::{image_spec as spec, CriClient, Daemon};
 use crius_integration::image_builder::{
     platform_index, Compression, Image, ImageConfig, Layer, LinkStyle, ManifestKind,
 };
 use crius_integration::registry::{Registry, RegistryOptions};
 use crius_proto::cri;
-
-fn spec(s: &str) -> Option<cri::ImageSpec> {
-    Some(cri::ImageSpec {
-        image: s.into(),
-        ..Default::default()
-    })
-}
-
-async fn pull(c: &mut CriClient, image: &str) -> Result<String, tonic::Status> {
-    c.image
-        .pull_image(cri::PullImageRequest {
-            image: spec(image),
-            ..Default::default()
-        })
-        .await
-        .map(|r| r.into_inner().image_ref)
-}
-
-async fn status(c: &mut CriClient, image: &str) -> Option<cri::Image> {
-    c.image
-        .image_status(cri::ImageStatusRequest {
-            image: spec(image),
-            verbose: false,
-        })
-        .await
-        .expect("image status")
-        .into_inner()
-        .image
-}
 
 /// What both runtimes must agree on, size aside (see below).
 fn view(i: &cri::Image) -> (String, Vec<String>, Vec<String>, Option<i64>, String) {
@@ -120,11 +91,19 @@ async fn image_service_agrees_with_containerd() {
 
     for repo in ["diff/oci", "diff/docker", "diff/multi"] {
         let name = format!("{addr}/{repo}:v1");
-        let ida = pull(&mut a, &name).await.expect("crius pull");
-        let idb = pull(&mut b, &name).await.expect("containerd pull");
+        let ida = a.pull(&name).await.expect("crius pull");
+        let idb = b.pull(&name).await.expect("containerd pull");
         assert_eq!(ida, idb, "{name}: image_ref is the config digest in both");
-        let sa = status(&mut a, &name).await.expect("crius status");
-        let sb = status(&mut b, &name).await.expect("containerd status");
+        let sa = a
+            .image_status(&name)
+            .await
+            .expect("image status")
+            .expect("crius status");
+        let sb = b
+            .image_status(&name)
+            .await
+            .expect("image status")
+            .expect("containerd status");
         assert_eq!(view(&sa), view(&sb), "{name}");
         // Size: both report the compressed content size; containerd also counts the
         // manifest (and index) it walked. Neither is wrong (the CRI only says "size of the
@@ -139,11 +118,17 @@ async fn image_service_agrees_with_containerd() {
         // Lookup by id and by repo digest work in both.
         for alias in [sa.id.clone(), sa.repo_digests[0].clone()] {
             assert_eq!(
-                status(&mut a, &alias).await.map(|i| i.id),
+                a.image_status(&alias)
+                    .await
+                    .expect("image status")
+                    .map(|i| i.id),
                 Some(sa.id.clone())
             );
             assert_eq!(
-                status(&mut b, &alias).await.map(|i| i.id),
+                b.image_status(&alias)
+                    .await
+                    .expect("image status")
+                    .map(|i| i.id),
                 Some(sb.id.clone())
             );
         }
@@ -151,8 +136,16 @@ async fn image_service_agrees_with_containerd() {
 
     // Absent images: empty status in both; removal succeeds in both.
     let absent = format!("{addr}/diff/absent:v1");
-    assert!(status(&mut a, &absent).await.is_none());
-    assert!(status(&mut b, &absent).await.is_none());
+    assert!(a
+        .image_status(&absent)
+        .await
+        .expect("image status")
+        .is_none());
+    assert!(b
+        .image_status(&absent)
+        .await
+        .expect("image status")
+        .is_none());
     for c in [&mut a, &mut b] {
         c.image
             .remove_image(cri::RemoveImageRequest {
@@ -163,8 +156,8 @@ async fn image_service_agrees_with_containerd() {
     }
 
     // An invalid reference is refused by both, before any network traffic.
-    let ea = pull(&mut a, "Invalid/Ref").await.expect_err("crius");
-    let eb = pull(&mut b, "Invalid/Ref").await.expect_err("containerd");
+    let ea = a.pull("Invalid/Ref").await.expect_err("crius");
+    let eb = b.pull("Invalid/Ref").await.expect_err("containerd");
     assert_eq!(ea.code(), tonic::Code::InvalidArgument, "{ea:?}");
     // containerd 1.6 answers Unknown ("failed to parse image reference"): a malformed
     // argument is InvalidArgument in gRPC's own terms, so crius is the one that is right.
@@ -177,6 +170,6 @@ async fn image_service_agrees_with_containerd() {
             .remove_image(cri::RemoveImageRequest { image: spec(&name) })
             .await
             .expect("remove");
-        assert!(status(c, &name).await.is_none());
+        assert!(c.image_status(&name).await.expect("image status").is_none());
     }
 }

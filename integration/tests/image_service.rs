@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crius_integration::cri::{CriClient, Daemon};
+use crius_integration::cri::{image_spec as spec, CriClient, Daemon};
 use crius_integration::image_builder::{
     Compression, Image, ImageConfig, Layer, LayerBlob, LinkStyle,
 };
@@ -15,13 +15,6 @@ const PAUSE: &str = "crius.local/pause:builtin";
 
 fn insecure(addr: &str) -> String {
     format!("\n[registry.hosts.\"{addr}\"]\ninsecure = true\n")
-}
-
-fn spec(s: &str) -> Option<cri::ImageSpec> {
-    Some(cri::ImageSpec {
-        image: s.into(),
-        ..Default::default()
-    })
 }
 
 fn small_image() -> Image {
@@ -42,28 +35,6 @@ fn small_image() -> Image {
                 .expect("tar layer"),
         ],
     )
-}
-
-async fn pull(c: &mut CriClient, image: &str) -> Result<String, tonic::Status> {
-    c.image
-        .pull_image(cri::PullImageRequest {
-            image: spec(image),
-            ..Default::default()
-        })
-        .await
-        .map(|r| r.into_inner().image_ref)
-}
-
-async fn status(c: &mut CriClient, image: &str) -> Option<cri::Image> {
-    c.image
-        .image_status(cri::ImageStatusRequest {
-            image: spec(image),
-            verbose: false,
-        })
-        .await
-        .expect("image status")
-        .into_inner()
-        .image
 }
 
 async fn tags(c: &mut CriClient) -> Vec<String> {
@@ -126,10 +97,14 @@ async fn pull_list_status_remove_over_cri() {
     let before = fs_used(&mut c).await;
 
     let name = format!("{}/test/small:v1", reg.addr());
-    let id = pull(&mut c, &name).await.expect("pull");
+    let id = c.pull(&name).await.expect("pull");
     assert_eq!(id, config.digest, "image_ref is the config digest");
 
-    let img = status(&mut c, &name).await.expect("status by tag");
+    let img = c
+        .image_status(&name)
+        .await
+        .expect("image status")
+        .expect("status by tag");
     assert_eq!(img.id, id);
     assert_eq!(img.repo_tags, vec![name.clone()]);
     let by_digest = format!("{}/test/small@{manifest_digest}", reg.addr());
@@ -144,7 +119,7 @@ async fn pull_list_status_remove_over_cri() {
         id.as_str(),
         &id["sha256:".len().."sha256:".len() + 12],
     ] {
-        let found = status(&mut c, alias).await;
+        let found = c.image_status(alias).await.expect("image status");
         assert_eq!(found.map(|i| i.id), Some(id.clone()), "lookup by {alias}");
     }
     let verbose = c
@@ -189,7 +164,7 @@ async fn pull_list_status_remove_over_cri() {
         .remove_image(cri::RemoveImageRequest { image: spec(&name) })
         .await
         .expect("remove");
-    assert!(status(&mut c, &id).await.is_none());
+    assert!(c.image_status(&id).await.expect("image status").is_none());
     assert_eq!(tags(&mut c).await, vec![PAUSE.to_string()]);
     assert_eq!(fs_used(&mut c).await, before);
     let blob = d
@@ -227,7 +202,7 @@ async fn credentials_right_wrong_and_missing() {
         ..Default::default()
     };
 
-    let e = pull(&mut c, &name).await.expect_err("no credentials");
+    let e = c.pull(&name).await.expect_err("no credentials");
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
     assert!(
         e.message().contains(reg.addr()) && e.message().contains(&name),
@@ -276,7 +251,7 @@ async fn a_mirror_that_is_down_falls_back_to_the_origin() {
     );
     let d = Daemon::start(&extra).expect("daemon");
     let mut c = CriClient::connect(&d.socket).await.expect("connect");
-    pull(&mut c, &format!("{}/test/m:v1", reg.addr()))
+    c.pull(&format!("{}/test/m:v1", reg.addr()))
         .await
         .expect("pull through the origin");
     let log = d.log();
@@ -318,7 +293,11 @@ async fn bad_input_gets_clear_statuses_and_leaves_nothing() {
     let mut c = CriClient::connect(&d.socket).await.expect("connect");
 
     // CRI contract: an absent image is an empty status, and removing it succeeds.
-    assert!(status(&mut c, "docker.io/library/absent:1").await.is_none());
+    assert!(c
+        .image_status("docker.io/library/absent:1")
+        .await
+        .expect("image status")
+        .is_none());
     c.image
         .remove_image(cri::RemoveImageRequest {
             image: spec("absent:1"),
@@ -359,7 +338,7 @@ async fn bad_input_gets_clear_statuses_and_leaves_nothing() {
         ),
     ];
     for (image, code, words) in cases {
-        let e = pull(&mut c, &image).await.expect_err(&image);
+        let e = c.pull(&image).await.expect_err(&image);
         assert_eq!(e.code(), code, "{image}: {e:?}");
         for w in words {
             assert!(
@@ -369,6 +348,21 @@ async fn bad_input_gets_clear_statuses_and_leaves_nothing() {
             );
         }
     }
+    // Malformed credentials name the field.
+    let e = c
+        .image
+        .pull_image(cri::PullImageRequest {
+            image: spec(&format!("{}/test/good:v1", reg.addr())),
+            auth: Some(cri::AuthConfig {
+                auth: "!!!".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect_err("bad base64 auth");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("auth.auth"), "{e:?}");
     assert_eq!(tags(&mut c).await, vec![PAUSE.to_string()]);
     assert_eq!(leftovers(&d.dir().join("root")), Vec::<String>::new());
 }
@@ -387,7 +381,7 @@ async fn a_daemon_killed_mid_pull_leaves_nothing_and_the_next_pull_completes() {
     let n2 = name.clone();
     let pulling = tokio::spawn(async move {
         let mut c = CriClient::connect(&socket).await.expect("connect");
-        pull(&mut c, &n2).await
+        c.pull(&n2).await
     });
     // Kill once layers are arriving (an ingest file or a snapshot being unpacked exists).
     let root = d.dir().join("root");
@@ -413,8 +407,14 @@ async fn a_daemon_killed_mid_pull_leaves_nothing_and_the_next_pull_completes() {
         Vec::<String>::new(),
         "start-up cleaned up"
     );
-    let id = pull(&mut c, &name).await.expect("second pull");
-    assert_eq!(status(&mut c, &name).await.map(|i| i.id), Some(id));
+    let id = c.pull(&name).await.expect("second pull");
+    assert_eq!(
+        c.image_status(&name)
+            .await
+            .expect("image status")
+            .map(|i| i.id),
+        Some(id)
+    );
 }
 
 #[tokio::test]
@@ -452,5 +452,5 @@ async fn a_cancelled_pull_rpc_leaves_no_image() {
         "cancelled work cleaned up"
     );
     assert_eq!(tags(&mut c).await, vec![PAUSE.to_string()]);
-    pull(&mut c, &name).await.expect("the retry completes");
+    c.pull(&name).await.expect("the retry completes");
 }

@@ -708,21 +708,11 @@ async fn binary_logger(case: Case) {
     let cap = fx.dir().join("cap");
     let uri = format!("binary://{}?{}", script.display(), cap.display());
     let spec = BundleSpec::sh(&random_id("blog-"), "echo to-out; echo to-err >&2");
-    let bundle = fx.bundle(&spec).expect("bundle");
-    let (_b, client) = fx.connect(&spec.id, &bundle.dir).await.expect("shim");
-    client
-        .create(runtime_v2_api::CreateTask {
-            id: spec.id.clone(),
-            bundle: bundle.dir.clone(),
-            rootfs: bundle.rootfs.clone(),
-            terminal: false,
-            stdin: String::new(),
-            stdout: uri.clone(),
-            stderr: uri,
-            options: Some(fx.options()),
-        })
+    let c = fx
+        .create_with_stdio(&spec, &uri, &uri)
         .await
         .expect("create");
+    let client = &c.client;
     client.start(&spec.id, "").await.expect("start");
     assert_eq!(client.wait(&spec.id, "").await.expect("wait").code, 0);
     let out = cap.with_extension("out");
@@ -755,21 +745,11 @@ async fn cri_log_format(case: Case) {
         &random_id("cri-"),
         "echo a; echo e >&2; yes x | head -c 80000 | tr -d '\\n'; echo; printf tail",
     );
-    let bundle = fx.bundle(&spec).expect("bundle");
-    let (_b, client) = fx.connect(&spec.id, &bundle.dir).await.expect("shim");
-    client
-        .create(runtime_v2_api::CreateTask {
-            id: spec.id.clone(),
-            bundle: bundle.dir.clone(),
-            rootfs: bundle.rootfs.clone(),
-            terminal: false,
-            stdin: String::new(),
-            stdout: uri.clone(),
-            stderr: uri,
-            options: Some(fx.options()),
-        })
+    let c = fx
+        .create_with_stdio(&spec, &uri, &uri)
         .await
         .expect("create");
+    let client = &c.client;
     client.start(&spec.id, "").await.expect("start");
     assert_eq!(client.wait(&spec.id, "").await.expect("wait").code, 0);
     let text = std::fs::read_to_string(&log).expect("log");

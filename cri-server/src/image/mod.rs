@@ -92,6 +92,9 @@ pub enum ImageError {
         /// why.
         cause: String,
     },
+    /// A request field is malformed; the message names the field.
+    #[error("{0}")]
+    InvalidArgument(String),
     /// No image matches.
     #[error("image {0:?} not found")]
     NotFound(String),

@@ -134,11 +134,8 @@ impl Puller {
         let creds = self
             .registries
             .credentials(&reference.registry, auth)
-            .map_err(|cause| ImageError::Registry {
-                host: reference.registry.clone(),
-                reference: reference.to_string(),
-                cause,
-                kind: RegistryFailure::Unauthorized,
+            .map_err(|cause| {
+                ImageError::InvalidArgument(format!("pulling {reference}: {cause}"))
             })?;
         let client = self.registries.client(&creds);
         let mut last = None;

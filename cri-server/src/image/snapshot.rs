@@ -40,28 +40,24 @@ pub struct Snapshots {
     store: Store,
 }
 
-/// A snapshot being unpacked; dropping it removes the directory.
+/// A snapshot being unpacked; dropping it removes the directory (after a commit renamed it
+/// away, there is nothing left to remove).
 #[derive(Debug)]
 pub struct Prepared {
-    dir: Option<PathBuf>,
+    dir: PathBuf,
 }
 
 impl Prepared {
     /// The directory to unpack into.
     pub fn fs(&self) -> PathBuf {
-        self.dir
-            .as_deref()
-            .unwrap_or(Path::new("/nonexistent"))
-            .join("fs")
+        self.dir.join("fs")
     }
 }
 
 impl Drop for Prepared {
     fn drop(&mut self) {
-        if let Some(d) = self.dir.take() {
-            // Blocking, but only on the error path of an unpack thread.
-            let _ = std::fs::remove_dir_all(d);
-        }
+        // Blocking, but only on an unpack thread.
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -108,7 +104,7 @@ impl Snapshots {
             .tempdir_in(&self.dir)
             .map_err(|e| ImageError::io("create snapshot dir", e))?
             .keep();
-        let p = Prepared { dir: Some(tmp) };
+        let p = Prepared { dir: tmp };
         std::fs::create_dir(p.fs()).map_err(|e| ImageError::io("create snapshot fs dir", e))?;
         Ok(p)
     }
@@ -122,9 +118,7 @@ impl Snapshots {
         parent: Option<&Digest>,
         diff_id: &Digest,
     ) -> Result<SnapshotRecord, ImageError> {
-        let Some(tmp) = prepared.dir.clone() else {
-            return Err(ImageError::Internal("snapshot committed twice".into()));
-        };
+        let tmp = prepared.dir.clone();
         let (bytes, inodes) = disk_usage(&tmp.join("fs"))?;
         let dir = self.dir.clone();
         let rec = self.store.update(|t| {

@@ -29,7 +29,7 @@ type R<T> = Result<Response<T>, Status>;
 pub fn to_status(e: ImageError) -> Status {
     let msg = e.to_string();
     match &e {
-        ImageError::Reference(_) => Status::invalid_argument(msg),
+        ImageError::Reference(_) | ImageError::InvalidArgument(_) => Status::invalid_argument(msg),
         ImageError::Registry { kind, .. } => match kind {
             RegistryFailure::Unreachable => Status::unavailable(msg),
             RegistryFailure::Unauthorized => Status::permission_denied(msg),
