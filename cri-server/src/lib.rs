@@ -5,7 +5,11 @@
 //! This crate is the daemon's logic; `src/main.rs` only parses arguments and wires it up.
 
 pub mod config;
+pub mod container;
 pub mod image;
+pub mod network;
+pub mod sandbox;
 pub mod server;
+pub mod spec;
 pub mod status;
 pub mod store;

@@ -1,6 +1,7 @@
 //! The CRI edge: tonic services. Protobuf types are converted to domain types here and
 //! nowhere else.
 
+pub(crate) mod convert;
 pub mod image;
 pub mod runtime;
 pub mod serve;

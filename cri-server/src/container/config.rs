@@ -1,0 +1,1 @@
+//! A container's configuration as crius's own types (converted from CRI at the edge).

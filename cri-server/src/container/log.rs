@@ -1,0 +1,1 @@
+//! CRI-format container logs written by the daemon for shims that do not write them.

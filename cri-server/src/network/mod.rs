@@ -1,0 +1,3 @@
+//! Pod networking: pinned network namespaces (and CNI, later).
+
+pub mod netns;

@@ -1,0 +1,1 @@
+//! Network namespaces pinned under the state dir.

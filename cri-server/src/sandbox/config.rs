@@ -1,0 +1,1 @@
+//! A pod's configuration as crius's own types (converted from CRI at the edge).

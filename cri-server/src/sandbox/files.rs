@@ -1,0 +1,1 @@
+//! The files a sandbox provides to its containers: hostname, hosts, resolv.conf, /dev/shm.

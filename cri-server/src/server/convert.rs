@@ -1,0 +1,1 @@
+//! CRI protobuf ⇄ crius domain types for the RuntimeService.

@@ -1,0 +1,1 @@
+//! The OCI runtime spec (`config.json`) of sandboxes and containers.
