@@ -2,3 +2,7 @@
 
 pub mod config;
 pub mod files;
+pub mod record;
+mod remove;
+pub mod run;
+mod stop;
