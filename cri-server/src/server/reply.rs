@@ -4,13 +4,32 @@ use std::collections::HashMap;
 
 use crius_proto::cri;
 
+use crate::container::config::Propagation;
 use crate::container::record::{ContainerRecord, ContainerState};
+use crate::sandbox::config::NamespaceMode;
 use crate::container::stats::ContainerUsage;
 use crate::pods::{ContainerEvent, ContainerEventKind};
 use crate::sandbox::record::{SandboxRecord, SandboxState};
 
 fn map(m: &std::collections::BTreeMap<String, String>) -> HashMap<String, String> {
     m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+fn namespace_mode(m: NamespaceMode) -> i32 {
+    (match m {
+        NamespaceMode::Pod => cri::NamespaceMode::Pod,
+        NamespaceMode::Container => cri::NamespaceMode::Container,
+        NamespaceMode::Node => cri::NamespaceMode::Node,
+        NamespaceMode::Target => cri::NamespaceMode::Target,
+    }) as i32
+}
+
+fn propagation(p: Propagation) -> i32 {
+    (match p {
+        Propagation::Private => cri::MountPropagation::PropagationPrivate,
+        Propagation::HostToContainer => cri::MountPropagation::PropagationHostToContainer,
+        Propagation::Bidirectional => cri::MountPropagation::PropagationBidirectional,
+    }) as i32
 }
 
 fn pod_metadata(rec: &SandboxRecord) -> cri::PodSandboxMetadata {
@@ -47,7 +66,7 @@ pub fn pod_sandbox(rec: &SandboxRecord) -> cri::PodSandbox {
 
 /// `PodSandboxStatus`.
 pub fn pod_sandbox_status(rec: &SandboxRecord) -> cri::PodSandboxStatus {
-    let ns = rec.config.namespace_modes();
+    let ns = &rec.config.linux.security.namespaces;
     cri::PodSandboxStatus {
         id: rec.id.clone(),
         metadata: Some(pod_metadata(rec)),
@@ -60,10 +79,10 @@ pub fn pod_sandbox_status(rec: &SandboxRecord) -> cri::PodSandboxStatus {
         linux: Some(cri::LinuxPodSandboxStatus {
             namespaces: Some(cri::Namespace {
                 options: Some(cri::NamespaceOption {
-                    network: ns.0,
-                    pid: ns.1,
-                    ipc: ns.2,
-                    target_id: String::new(),
+                    network: namespace_mode(ns.network),
+                    pid: namespace_mode(ns.pid),
+                    ipc: namespace_mode(ns.ipc),
+                    target_id: ns.target_id.clone().unwrap_or_default(),
                     userns_options: None,
                 }),
             }),
@@ -161,7 +180,7 @@ pub fn container_status(rec: &ContainerRecord) -> cri::ContainerStatus {
                 host_path: m.host_path.clone(),
                 readonly: m.readonly,
                 selinux_relabel: m.selinux_relabel,
-                propagation: m.propagation_cri(),
+                propagation: propagation(m.propagation),
                 ..Default::default()
             })
             .collect(),
