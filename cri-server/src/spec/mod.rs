@@ -1,1 +1,3 @@
 //! The OCI runtime spec (`config.json`) of sandboxes and containers.
+
+pub mod caps;
