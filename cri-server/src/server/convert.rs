@@ -234,6 +234,15 @@ pub(crate) fn container_config(c: cri::ContainerConfig) -> Result<ContainerConfi
 
 fn mount(m: cri::Mount, field: &str) -> Result<Mount> {
     absolute(&m.container_path, &format!("{field}.container_path"))?;
+    if m.container_path
+        .split('/')
+        .all(|c| c.is_empty() || c == ".")
+    {
+        return Err(invalid(format!(
+            "{field}.container_path {:?} would cover the root filesystem",
+            m.container_path
+        )));
+    }
     if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) {
         return Err(invalid(format!(
             "{field}.image: image volumes are not supported by crius"
@@ -1071,6 +1080,7 @@ mod tests {
         );
         assert!(err(m("/data", 9)).contains("config.mounts[0].propagation has unknown value 9"));
         assert!(m("/data", 2).is_ok());
+        assert!(err(m("/./", 0)).contains("would cover the root filesystem"));
         let mut c = container();
         c.mounts = vec![cri::Mount {
             container_path: "/data".into(),

@@ -57,6 +57,9 @@ pub mod annotations {
 /// The PATH a container gets when its image sets none.
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// The `ociVersion` written: what containerd 1.6 writes and runc 1.1 knows.
+pub const OCI_VERSION: &str = "1.0.2-dev";
+
 /// The pause container's `oom_score_adj` (containerd's), before clamping.
 pub const SANDBOX_OOM_SCORE_ADJ: i32 = -998;
 
@@ -352,7 +355,7 @@ pub fn sandbox_spec(input: &SandboxSpecInput) -> Result<Spec, SpecError> {
     }
 
     let mut spec = SpecBuilder::default()
-        .version(Spec::default().version().clone())
+        .version(OCI_VERSION)
         .root(
             RootBuilder::default()
                 .path("rootfs")
@@ -543,10 +546,7 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
         };
         extra.push(pod_file("/dev/shm", &src, false));
     }
-    for (i, m) in c.mounts.iter().enumerate() {
-        ensure_source(m, &format!("config.mounts[{i}]"))?;
-        extra.push(m.clone());
-    }
+    extra.extend(c.mounts.iter().cloned());
     let mut rootfs_propagation = None;
     for m in &c.mounts {
         match m.propagation {
@@ -645,7 +645,7 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
     }
 
     let mut spec = SpecBuilder::default()
-        .version(Spec::default().version().clone())
+        .version(OCI_VERSION)
         .root(
             RootBuilder::default()
                 .path("rootfs")
@@ -660,6 +660,10 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
     // Containers share the pause's UTS namespace (or the host's): a hostname here would make
     // runc refuse the spec.
     spec.set_hostname(None);
+    // Last, so that a refused spec creates nothing.
+    for (i, m) in c.mounts.iter().enumerate() {
+        ensure_source(m, &format!("config.mounts[{i}]"))?;
+    }
     Ok(spec)
 }
 

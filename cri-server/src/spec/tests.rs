@@ -1093,3 +1093,24 @@ fn runc_runs_our_spec_with_the_default_seccomp_profile() {
 fn linux_mut(spec: &mut Spec) -> &mut oci_spec::runtime::Linux {
     spec.linux_mut().as_mut().expect("linux")
 }
+
+#[test]
+fn a_refused_spec_creates_no_volume_source() {
+    let mut f = Fixture::new();
+    let src = f.dir.path().join("vol");
+    f.container.mounts = vec![CriMount {
+        container_path: "/vol".into(),
+        host_path: src.to_string_lossy().into_owned(),
+        ..CriMount::default()
+    }];
+    f.container.devices = vec![Device {
+        container_path: "/dev/x".into(),
+        host_path: "/dev/crius-no-such-device".into(),
+        permissions: "rwm".into(),
+    }];
+    assert!(matches!(f.spec(), Err(SpecError::NotFound(_))));
+    assert!(!src.exists());
+    f.container.devices.clear();
+    f.ok();
+    assert!(src.is_dir());
+}
