@@ -174,6 +174,7 @@ impl Pods {
         for id in entries(&dirs.tasks).await {
             if !known(&id) {
                 tracing::info!(id, "removing orphan bundle");
+                stop_orphan_shim(&id, &dirs.bundle(&id)).await;
                 self.remove_task_dirs(&id).await?;
             }
         }
@@ -206,6 +207,36 @@ impl Pods {
         }
         Ok(())
     }
+}
+
+/// A bundle nobody recorded may still have a live shim (the daemon died between the
+/// shim's `start` and its record): kill its task and tell it to go.
+async fn stop_orphan_shim(id: &str, bundle: &Path) {
+    let Ok(bytes) = tokio::fs::read(bundle.join("address")).await else {
+        return;
+    };
+    let Ok(bootstrap) = parse_bootstrap(&bytes) else {
+        return;
+    };
+    let Ok(client) =
+        runtime_v2_api::TaskClient::connect(&bootstrap, crius_handlers::shim::RECONNECT_TIMEOUT)
+            .await
+    else {
+        return;
+    };
+    let client = client
+        .with_namespace("k8s.io")
+        .with_rpc_timeout(crius_handlers::shim::RECONNECT_TIMEOUT);
+    if client.kill(id, "", libc::SIGKILL as u32, true).await.is_ok() {
+        let _ = tokio::time::timeout(
+            crius_handlers::shim::RECONNECT_TIMEOUT,
+            client.wait(id, ""),
+        )
+        .await;
+    }
+    let _ = client.delete(id, "").await;
+    let _ = client.shutdown(id, false).await;
+    shim::forget(bundle).await;
 }
 
 /// Names of the entries of `dir` (none when it does not exist).
