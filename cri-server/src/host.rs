@@ -25,6 +25,9 @@ pub fn detect() -> HostFacts {
         min_oom_score_adj,
         cgroup_v2: std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
         seccomp_enabled: std::path::Path::new("/proc/sys/kernel/seccomp/actions_avail").exists(),
+        swap_accounting: std::path::Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
+            .exists()
+            || std::path::Path::new("/sys/fs/cgroup/memory.swap.max").exists(),
     }
 }
 

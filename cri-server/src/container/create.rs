@@ -127,14 +127,14 @@ impl Pods {
         let rootfs = self.mount_rootfs(&id, chain).await?;
         let bundle = self.cfg.dirs.bundle(&id);
         let files = crate::sandbox::files::SandboxFiles::at(&self.cfg.dirs.sandboxes.join(&sandbox.id));
-        let paths = files.spec_paths();
+        let paths = crate::sandbox::spec_paths(&files, sandbox.config.host_ipc());
         let target_pid = self.target_pid(&rec.config, sandbox)?;
         let cgroups_path = spec::cgroups_path(
             sandbox.config.cgroup_parent(),
             &id,
             handler.handler.options.systemd_cgroup.unwrap_or(false),
         );
-        let oci = spec::container_spec(&spec::ContainerSpecInput {
+        let oci = tokio::task::block_in_place(|| spec::container_spec(&spec::ContainerSpecInput {
             id: &id,
             sandbox_id: &sandbox.id,
             pod: &sandbox.config,
@@ -147,7 +147,7 @@ impl Pods {
             paths: &paths,
             cgroups_path,
             host: &self.cfg.host,
-        })
+        }))
         .map_err(PodError::from)?;
         spec::write_spec(&oci, &bundle).map_err(PodError::from)?;
         rec.spec = serde_json::to_value(&oci).ok();

@@ -133,7 +133,7 @@ async fn read_capped(mut rx: pipe::Receiver, mut done: tokio::sync::watch::Recei
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     let mut truncated = false;
-    let mut keep = |buf: &mut Vec<u8>, data: &[u8], truncated: &mut bool| {
+    let keep = |buf: &mut Vec<u8>, data: &[u8], truncated: &mut bool| {
         let room = EXEC_OUTPUT_CAP.saturating_sub(buf.len());
         buf.extend_from_slice(&data[..data.len().min(room)]);
         if data.len() > room {

@@ -96,6 +96,17 @@ impl From<crius_handlers::LookupError> for PodError {
     }
 }
 
+impl From<crate::spec::SpecError> for PodError {
+    fn from(e: crate::spec::SpecError) -> Self {
+        use crate::spec::SpecError;
+        match e {
+            SpecError::InvalidArgument(m) => PodError::InvalidArgument(m),
+            SpecError::NotFound(m) => PodError::NotFound(m),
+            other => PodError::Internal(other.to_string()),
+        }
+    }
+}
+
 impl From<crate::image::ImageError> for PodError {
     fn from(e: crate::image::ImageError) -> Self {
         PodError::Internal(e.to_string())

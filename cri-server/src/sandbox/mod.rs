@@ -9,6 +9,16 @@ mod stop;
 
 use config::{NamespaceMode, PodConfig};
 
+/// The sandbox files a spec mounts; host-IPC pods use the host's `/dev/shm`.
+pub fn spec_paths(files: &files::SandboxFiles, host_ipc: bool) -> crate::spec::SandboxPaths {
+    crate::spec::SandboxPaths {
+        hostname: files.hostname.clone(),
+        hosts: files.hosts.clone(),
+        resolv_conf: files.resolv_conf.clone(),
+        shm: if host_ipc { None } else { files.shm.clone() },
+    }
+}
+
 impl PodConfig {
     /// The pod shares the host's network namespace.
     pub fn host_network(&self) -> bool {

@@ -127,13 +127,13 @@ impl Pods {
             .resolve(&rec.image)?
             .ok_or_else(|| PodError::NotFound(format!("sandbox image {} vanished", rec.image)))?;
         let (image_config, _) = self.images.config(&rec_image).await?;
-        let paths = files.spec_paths();
+        let paths = crate::sandbox::spec_paths(&files, rec.config.host_ipc());
         let cgroups_path = spec::cgroups_path(
             rec.config.cgroup_parent(),
             &id,
             handler.handler.options.systemd_cgroup.unwrap_or(false),
         );
-        let oci = spec::sandbox_spec(&spec::SandboxSpecInput {
+        let oci = tokio::task::block_in_place(|| spec::sandbox_spec(&spec::SandboxSpecInput {
             id: &id,
             pod: &rec.config,
             image: &image_config,
@@ -143,7 +143,7 @@ impl Pods {
             cgroups_path,
             host: &self.cfg.host,
             runtime_handler: &handler.name,
-        })
+        }))
         .map_err(PodError::from)?;
         spec::write_spec(&oci, &bundle).map_err(PodError::from)?;
         rec.spec = serde_json::to_value(&oci).ok();
