@@ -147,3 +147,8 @@ async fn pause_pod_lifecycle_runc() -> anyhow::Result<()> {
 async fn pause_pod_lifecycle_youki() -> anyhow::Result<()> {
     lifecycle("youki").await
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pause_pod_lifecycle_go_shim() -> anyhow::Result<()> {
+    lifecycle("runc-go").await
+}

@@ -166,10 +166,23 @@ impl Pods {
         } else {
             let out = bundle.join("stdout");
             let err = bundle.join("stderr");
-            let pipe = LogPipe::spawn(PathBuf::from(&rec.log_path), &out, &err)
+            super::exec::make_fifo(&out)?;
+            let stderr = if rec.config.tty {
+                None
+            } else {
+                super::exec::make_fifo(&err)?;
+                Some(err.as_path())
+            };
+            let pipe = LogPipe::spawn(Some(PathBuf::from(&rec.log_path)), Some(&out), stderr)
+                .await
                 .map_err(|e| PodError::internal("container log", e))?;
-            lock(&self.log_pipes).insert(id.clone(), pipe);
-            (out.display().to_string(), err.display().to_string())
+            lock(&self.log_pipes).insert(id.clone(), Arc::new(pipe));
+            let err = if rec.config.tty {
+                String::new()
+            } else {
+                err.display().to_string()
+            };
+            (out.display().to_string(), err)
         };
         rec.pid = client
             .create(CreateTask {

@@ -163,6 +163,18 @@ async fn read_capped(mut rx: pipe::Receiver, mut done: tokio::sync::watch::Recei
     buf
 }
 
+/// Makes a fifo (mode 0600) at `p`.
+pub(crate) fn make_fifo(p: &Path) -> Result<(), PodError> {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        p,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .map_err(|e| PodError::internal(format!("mkfifo {}", p.display()), e))
+}
+
 /// Fifos removed when dropped.
 pub(crate) struct Fifos(Vec<PathBuf>);
 
@@ -171,14 +183,7 @@ impl Fifos {
     pub(crate) fn make(paths: &[&Path]) -> Result<Fifos, PodError> {
         let mut made = Fifos(Vec::new());
         for p in paths {
-            rustix::fs::mknodat(
-                rustix::fs::CWD,
-                *p,
-                rustix::fs::FileType::Fifo,
-                rustix::fs::Mode::from_raw_mode(0o600),
-                0,
-            )
-            .map_err(|e| PodError::internal(format!("mkfifo {}", p.display()), e))?;
+            make_fifo(p)?;
             made.0.push(p.to_path_buf());
         }
         Ok(made)

@@ -116,7 +116,9 @@ impl Pods {
     /// Stops the daemon-side log drain of a container, after what is buffered is written.
     pub(crate) async fn finish_log_pipe(&self, id: &str) {
         let pipe = lock(&self.log_pipes).remove(id);
-        if let Some(p) = pipe {
+        // A reopen in flight holds a clone for a moment; then the drain ends by itself
+        // once the container's ends close.
+        if let Some(Ok(p)) = pipe.map(Arc::try_unwrap) {
             p.finish().await;
         }
     }

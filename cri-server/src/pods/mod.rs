@@ -88,7 +88,7 @@ pub struct Pods {
     /// Serialises lifecycle verbs on one id.
     pub(crate) locks: KeyedLocks,
     /// CRI log drains of containers whose shim does not write logs itself.
-    pub(crate) log_pipes: Mutex<HashMap<String, LogPipe>>,
+    pub(crate) log_pipes: Mutex<HashMap<String, Arc<LogPipe>>>,
     pub(crate) events: broadcast::Sender<ContainerEvent>,
 }
 

@@ -114,7 +114,7 @@ impl Pods {
                         r.pid = st.pid;
                     })?;
                 }
-                self.reattach_log(&c.id, &c.sandbox_id, &c.log_path);
+                self.reattach_log(&c.id, &c.sandbox_id, &c.log_path).await;
             }
             None => {
                 self.update_container(id, |r| {
@@ -142,7 +142,7 @@ impl Pods {
     }
 
     /// Drains the fifos of a container whose shim does not write its log itself.
-    fn reattach_log(&self, id: &str, sandbox_id: &str, log_path: &str) {
+    async fn reattach_log(&self, id: &str, sandbox_id: &str, log_path: &str) {
         if log_path.is_empty() {
             return;
         }
@@ -156,9 +156,11 @@ impl Pods {
             return;
         }
         let bundle = self.cfg.dirs.bundle(id);
-        match LogPipe::spawn(log_path.into(), &bundle.join("stdout"), &bundle.join("stderr")) {
+        let (out, err) = (bundle.join("stdout"), bundle.join("stderr"));
+        let err = err.exists().then_some(err.as_path());
+        match LogPipe::spawn(Some(log_path.into()), Some(&out), err).await {
             Ok(pipe) => {
-                lock(&self.log_pipes).insert(id.to_string(), pipe);
+                lock(&self.log_pipes).insert(id.to_string(), Arc::new(pipe));
             }
             Err(e) => tracing::warn!(container = id, error = %e, "re-attaching container log"),
         }
