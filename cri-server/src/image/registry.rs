@@ -375,7 +375,7 @@ fn split_mirror(m: &str) -> (bool, String) {
 /// Classifies a registry error and says what happened in plain words.
 pub fn classify(e: &DistributionError) -> (RegistryFailure, String) {
     use DistributionError as E;
-    let text = e.to_string();
+    let mut text = e.to_string();
     let kind = match e {
         E::Status { status, codes, .. } => {
             let joined = codes.join(",").to_ascii_uppercase();
@@ -392,7 +392,10 @@ pub fn classify(e: &DistributionError) -> (RegistryFailure, String) {
         E::Auth { .. } => RegistryFailure::Unauthorized,
         E::Request { source, .. } => {
             if rejected_client_certificate(&text) {
-                // The server's TLS alert says our certificate (or its absence) is refused.
+                text.push_str(
+                    " (the registry refused the TLS client certificate, or its absence: \
+                     see client_cert and client_key for this host)",
+                );
                 RegistryFailure::Unauthorized
             } else if source.is_connect() || source.is_timeout() {
                 RegistryFailure::Unreachable
