@@ -6,7 +6,7 @@
 //! TLS, the server does not enforce it), and crius's registry tests run on loopback. The TLS
 //! mode ([`RegistryTls`], certificates from [`TestPki`]) serves HTTPS and can require client
 //! certificates; [`RegistryClient`] speaks plain HTTP only, so images are pushed to a plain
-//! registry whose storage the TLS one then serves ([`RegistryOptions::storage`]).
+//! registry whose storage the TLS one then serves ([`Registry::start_tls`]).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -28,11 +28,6 @@ pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 pub struct RegistryOptions {
     /// `(user, password)`: require HTTP basic auth against a bcrypt htpasswd file.
     pub htpasswd: Option<(String, String)>,
-    /// Serve HTTPS (`http.tls`).
-    pub tls: Option<RegistryTls>,
-    /// Serve this storage root (another registry's [`Registry::storage_dir`]) instead of one
-    /// of its own.
-    pub storage: Option<PathBuf>,
 }
 
 /// `http.tls` of a registry: its certificate and key, and the CAs whose client certificates
@@ -54,11 +49,30 @@ pub struct Registry {
     child: Option<Child>,
     addr: String,
     opts: RegistryOptions,
+    /// Serve HTTPS (`http.tls`).
+    tls: Option<RegistryTls>,
+    /// Another registry's storage root served instead of one of its own.
+    storage: Option<PathBuf>,
 }
 
 impl Registry {
     /// Starts a registry on a free loopback port and waits until `GET /v2/` answers.
     pub fn start(opts: RegistryOptions) -> anyhow::Result<Registry> {
+        Registry::start_with(opts, None, None)
+    }
+
+    /// Starts an HTTPS registry (see [`RegistryTls`]) serving `storage`, another registry's
+    /// [`Registry::storage_dir`] (images are pushed there over plain HTTP), or storage of its
+    /// own when None.
+    pub fn start_tls(tls: RegistryTls, storage: Option<PathBuf>) -> anyhow::Result<Registry> {
+        Registry::start_with(RegistryOptions::default(), Some(tls), storage)
+    }
+
+    fn start_with(
+        opts: RegistryOptions,
+        tls: Option<RegistryTls>,
+        storage: Option<PathBuf>,
+    ) -> anyhow::Result<Registry> {
         let dir = tempfile::Builder::new()
             .prefix("crius-registry-")
             .tempdir_in(host::scratch_dir())
@@ -71,6 +85,8 @@ impl Registry {
             child: None,
             addr: String::new(),
             opts,
+            tls,
+            storage,
         };
         // The port is picked by binding :0 and released before the registry binds it, so
         // another process can take it in between: retry on a fresh port when that happens.
@@ -99,11 +115,7 @@ impl Registry {
 
     /// `http://127.0.0.1:<port>` (`https://` in TLS mode).
     pub fn url(&self) -> String {
-        let scheme = if self.opts.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{}", self.addr)
     }
 
@@ -131,7 +143,7 @@ impl Registry {
 
     /// Root of the filesystem storage driver.
     pub fn storage_dir(&self) -> PathBuf {
-        match &self.opts.storage {
+        match &self.storage {
             Some(s) => s.clone(),
             None => self.dir.path().join("storage"),
         }
@@ -228,7 +240,7 @@ impl Registry {
         } else {
             String::new()
         };
-        let tls = match &self.opts.tls {
+        let tls = match &self.tls {
             None => String::new(),
             Some(t) => {
                 let mut s = format!(
@@ -288,7 +300,7 @@ http:
             if let Some(status) = probe_v2(&self.addr) {
                 // A TLS listener answers plain HTTP with 400 ("client sent an HTTP request
                 // to an HTTPS server"): it is up.
-                let tls_up = self.opts.tls.is_some() && status == 400;
+                let tls_up = self.tls.is_some() && status == 400;
                 if status == 200 || status == 401 || tls_up {
                     return Ok(());
                 }

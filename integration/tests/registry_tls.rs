@@ -49,15 +49,14 @@ impl Fixture {
             .push_image("test/mtls", "v1", &image)
             .await
             .expect("push");
-        let tls = Registry::start(RegistryOptions {
-            tls: Some(RegistryTls {
+        let tls = Registry::start_tls(
+            RegistryTls {
                 certificate: pki.server_cert.clone(),
                 key: pki.server_key.clone(),
                 client_cas: vec![pki.ca.clone()],
-            }),
-            storage: Some(plain.storage_dir()),
-            ..Default::default()
-        })
+            },
+            Some(plain.storage_dir()),
+        )
         .expect("tls registry");
         Fixture {
             _plain: plain,
