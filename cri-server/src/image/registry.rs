@@ -180,9 +180,11 @@ pub struct Registries {
     plain_http: Arc<Vec<String>>,
     roots: Arc<Vec<reqwest::Certificate>>,
     shared: reqwest::Client,
-    /// Per host: the PEM the identity was built from, and the client presenting it.
-    with_identity: Arc<Mutex<HashMap<String, (Vec<u8>, reqwest::Client)>>>,
+    with_identity: Arc<Mutex<HashMap<String, IdentityClient>>>,
 }
+
+/// A host's client presenting a certificate, and the PEM (cert then key) it was built from.
+type IdentityClient = (Vec<u8>, reqwest::Client);
 
 impl std::fmt::Debug for Registries {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
