@@ -517,4 +517,123 @@ mod tests {
         assert!(codes.is_empty());
         assert_eq!(text, "gateway broke");
     }
+
+    /// A loopback HTTP/1.1 server answering each request with `answer(request head)`.
+    async fn serve(
+        answer: impl Fn(&str) -> String + Send + Sync + 'static,
+    ) -> (String, tokio::task::JoinHandle<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        let answer = std::sync::Arc::new(answer);
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let Ok(n) = s.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                            buf.drain(..end + 4);
+                            if s.write_all(answer(&head).as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (addr, task)
+    }
+
+    fn response(status: &str, headers: &[(&str, String)], body: &str) -> String {
+        let mut r = format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\n", body.len());
+        for (k, v) in headers {
+            r.push_str(&format!("{k}: {v}\r\n"));
+        }
+        r.push_str("\r\n");
+        r.push_str(body);
+        r
+    }
+
+    /// The token dance: a 401 naming a realm, a token fetched there with the basic
+    /// credentials, scope and service, then the request again with the token. Without
+    /// credentials the realm refuses, and the error says so.
+    #[tokio::test]
+    async fn bearer_token_flow() {
+        let realm = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let r2 = realm.clone();
+        let (addr, task) = serve(move |head| {
+            let first = head.lines().next().unwrap_or("");
+            let authz = head
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("authorization: ")
+                        .or(l.strip_prefix("Authorization: "))
+                })
+                .unwrap_or("");
+            if first.starts_with("GET /token?") {
+                if authz != basic("u", "p") {
+                    return response("401 Unauthorized", &[], "bad credentials");
+                }
+                assert!(
+                    first.contains("scope=repository%3Alib%2Fx%3Apull"),
+                    "{first}"
+                );
+                assert!(first.contains("service=reg"), "{first}");
+                return response("200 OK", &[], r#"{"access_token":"tok"}"#);
+            }
+            if authz == "Bearer tok" {
+                return response("200 OK", &[], "{\"schemaVersion\":2}");
+            }
+            let realm = r2.lock().expect("realm").clone();
+            response(
+                "401 Unauthorized",
+                &[(
+                    "www-authenticate",
+                    format!(
+                        r#"Bearer realm="{realm}",service="reg",scope="repository:lib/x:pull""#
+                    ),
+                )],
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+            )
+        })
+        .await;
+        *realm.lock().expect("realm") = format!("http://{addr}/token");
+        let http = reqwest::Client::new();
+        let c = RepositoryClient::new(
+            http.clone(),
+            &addr,
+            true,
+            "lib/x",
+            RegistryAuth::Basic("u".into(), "p".into()),
+        );
+        let m = c
+            .manifest("v1", &["a/b"])
+            .await
+            .expect("manifest with a token");
+        assert_eq!(&m[..], b"{\"schemaVersion\":2}");
+        assert_eq!(c.current_authorization().as_deref(), Some("Bearer tok"));
+
+        let anon = RepositoryClient::new(http, &addr, true, "lib/x", RegistryAuth::Anonymous);
+        let e = anon
+            .manifest("v1", &["a/b"])
+            .await
+            .expect_err("realm refuses");
+        assert!(
+            matches!(&e, DistributionError::Auth { url, message } if url.ends_with("/token") && message.contains("bad credentials")),
+            "{e:?}"
+        );
+        task.abort();
+    }
 }
