@@ -47,7 +47,9 @@ pub const CONTAINERS: Table = Table::new("containers");
 /// Reserved names (`<name>_<namespace>_<uid>_<attempt>`) → the id that holds them.
 pub const NAMES: Table = Table::new("names");
 
-const ALL_TABLES: [Table; 7] = [IMAGES, SNAPSHOTS, META, LEASES, SANDBOXES, CONTAINERS, NAMES];
+const ALL_TABLES: [Table; 7] = [
+    IMAGES, SNAPSHOTS, META, LEASES, SANDBOXES, CONTAINERS, NAMES,
+];
 
 /// What went wrong in the store.
 #[derive(Debug, thiserror::Error)]

@@ -25,21 +25,23 @@ impl Pods {
         sandbox_id: &str,
         config: ContainerConfig,
     ) -> Result<String, PodError> {
-        let sandbox = self.sandbox(sandbox_id)?.ok_or_else(|| {
-            PodError::NotFound(format!("pod sandbox {sandbox_id:?} not found"))
-        })?;
+        let sandbox = self
+            .sandbox(sandbox_id)?
+            .ok_or_else(|| PodError::NotFound(format!("pod sandbox {sandbox_id:?} not found")))?;
         if sandbox.state != SandboxState::Ready {
             return Err(PodError::FailedPrecondition(format!(
                 "pod sandbox {} is not ready ({:?})",
                 sandbox.id, sandbox.state
             )));
         }
-        let image = self.images.resolve(&config.image)?.ok_or_else(|| {
-            PodError::NotFound(format!("image {:?} not found", config.image))
-        })?;
-        let chain = image.top_chain_id().cloned().ok_or_else(|| {
-            PodError::Internal(format!("image {} has no layers", image.id))
-        })?;
+        let image = self
+            .images
+            .resolve(&config.image)?
+            .ok_or_else(|| PodError::NotFound(format!("image {:?} not found", config.image)))?;
+        let chain = image
+            .top_chain_id()
+            .cloned()
+            .ok_or_else(|| PodError::Internal(format!("image {} has no layers", image.id)))?;
         let m = &sandbox.config.metadata;
         let name = format!(
             "{}_{}_{}_{}_{}",
@@ -117,7 +119,10 @@ impl Pods {
         let id = rec.id.clone();
         let handler = self.handlers.lookup(&sandbox.handler)?;
         let client = self.shim(&sandbox.id).ok_or_else(|| {
-            PodError::Unavailable(format!("the shim of pod sandbox {} is not connected", sandbox.id))
+            PodError::Unavailable(format!(
+                "the shim of pod sandbox {} is not connected",
+                sandbox.id
+            ))
         })?;
         let (image_config, _) = self.images.config(image).await?;
         rec.stop_signal = image_config
@@ -126,7 +131,8 @@ impl Pods {
             .and_then(|c| c.stop_signal.clone());
         let rootfs = self.mount_rootfs(&id, chain).await?;
         let bundle = self.cfg.dirs.bundle(&id);
-        let files = crate::sandbox::files::SandboxFiles::at(&self.cfg.dirs.sandboxes.join(&sandbox.id));
+        let files =
+            crate::sandbox::files::SandboxFiles::at(&self.cfg.dirs.sandboxes.join(&sandbox.id));
         let paths = crate::sandbox::spec_paths(&files, sandbox.config.host_ipc());
         let target_pid = self.target_pid(&rec.config, sandbox)?;
         let cgroups_path = spec::cgroups_path(
@@ -134,20 +140,22 @@ impl Pods {
             &id,
             handler.handler.options.systemd_cgroup.unwrap_or(false),
         );
-        let oci = tokio::task::block_in_place(|| spec::container_spec(&spec::ContainerSpecInput {
-            id: &id,
-            sandbox_id: &sandbox.id,
-            pod: &sandbox.config,
-            container: &rec.config,
-            image: &image_config,
-            image_name: &rec.image_name,
-            rootfs: &rootfs,
-            sandbox_pid: sandbox.pid,
-            target_pid,
-            paths: &paths,
-            cgroups_path,
-            host: &self.cfg.host,
-        }))
+        let oci = tokio::task::block_in_place(|| {
+            spec::container_spec(&spec::ContainerSpecInput {
+                id: &id,
+                sandbox_id: &sandbox.id,
+                pod: &sandbox.config,
+                container: &rec.config,
+                image: &image_config,
+                image_name: &rec.image_name,
+                rootfs: &rootfs,
+                sandbox_pid: sandbox.pid,
+                target_pid,
+                paths: &paths,
+                cgroups_path,
+                host: &self.cfg.host,
+            })
+        })
         .map_err(PodError::from)?;
         spec::write_spec(&oci, &bundle).map_err(PodError::from)?;
         rec.spec = serde_json::to_value(&oci).ok();

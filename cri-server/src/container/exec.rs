@@ -129,7 +129,10 @@ impl Pods {
 }
 
 /// Reads until told the process is done, then drains what is left without waiting.
-async fn read_capped(mut rx: pipe::Receiver, mut done: tokio::sync::watch::Receiver<bool>) -> Vec<u8> {
+async fn read_capped(
+    mut rx: pipe::Receiver,
+    mut done: tokio::sync::watch::Receiver<bool>,
+) -> Vec<u8> {
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     let mut truncated = false;

@@ -12,7 +12,11 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 
 impl Pods {
     /// Stops a container, waiting up to `timeout_s` seconds after the stop signal.
-    pub async fn stop_container(self: &Arc<Self>, id: &str, timeout_s: i64) -> Result<(), PodError> {
+    pub async fn stop_container(
+        self: &Arc<Self>,
+        id: &str,
+        timeout_s: i64,
+    ) -> Result<(), PodError> {
         let Some(rec) = self.container(id)? else {
             return Ok(());
         };

@@ -32,7 +32,8 @@ impl Pods {
                 rec.sandbox_id
             ))
         })?;
-        let linux = spec::oci_resources(&resources, &self.cfg.host, "linux.resources").map_err(PodError::from)?;
+        let linux = spec::oci_resources(&resources, &self.cfg.host, "linux.resources")
+            .map_err(PodError::from)?;
         let json = serde_json::to_value(&linux).map_err(|e| PodError::internal("resources", e))?;
         client.update(&rec.id, &json, annotations).await?;
         self.update_container(&rec.id, |c| {

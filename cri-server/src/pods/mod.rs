@@ -94,7 +94,9 @@ pub struct Pods {
 
 impl std::fmt::Debug for Pods {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pods").field("dirs", &self.cfg.dirs).finish()
+        f.debug_struct("Pods")
+            .field("dirs", &self.cfg.dirs)
+            .finish()
     }
 }
 
@@ -174,7 +176,10 @@ impl Pods {
     }
 
     /// Every container, filtered by `keep` without cloning the ones left out.
-    pub fn containers_where(&self, keep: impl Fn(&ContainerRecord) -> bool) -> Vec<ContainerRecord> {
+    pub fn containers_where(
+        &self,
+        keep: impl Fn(&ContainerRecord) -> bool,
+    ) -> Vec<ContainerRecord> {
         lock(&self.records)
             .containers
             .values()
@@ -257,18 +262,16 @@ impl Pods {
 }
 
 /// Looks `id` up exactly, then as a unique prefix.
-fn find<T: Clone>(
-    map: &BTreeMap<String, T>,
-    id: &str,
-    what: &str,
-) -> Result<Option<T>, PodError> {
+fn find<T: Clone>(map: &BTreeMap<String, T>, id: &str, what: &str) -> Result<Option<T>, PodError> {
     if id.is_empty() {
         return Err(PodError::InvalidArgument(format!("{what} id is empty")));
     }
     if let Some(v) = map.get(id) {
         return Ok(Some(v.clone()));
     }
-    let mut hits = map.range(id.to_string()..).take_while(|(k, _)| k.starts_with(id));
+    let mut hits = map
+        .range(id.to_string()..)
+        .take_while(|(k, _)| k.starts_with(id));
     let Some((_, first)) = hits.next() else {
         return Ok(None);
     };
@@ -314,8 +317,14 @@ mod tests {
         m.insert("b".to_string(), 3);
         assert_eq!(find(&m, "abc1", "x").ok().flatten(), Some(1));
         assert_eq!(find(&m, "b", "x").ok().flatten(), Some(3));
-        assert!(matches!(find(&m, "abc", "x"), Err(PodError::InvalidArgument(_))));
+        assert!(matches!(
+            find(&m, "abc", "x"),
+            Err(PodError::InvalidArgument(_))
+        ));
         assert_eq!(find(&m, "c", "x").ok().flatten(), None);
-        assert!(matches!(find(&m, "", "x"), Err(PodError::InvalidArgument(_))));
+        assert!(matches!(
+            find(&m, "", "x"),
+            Err(PodError::InvalidArgument(_))
+        ));
     }
 }

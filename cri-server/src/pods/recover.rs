@@ -36,7 +36,11 @@ impl Pods {
     /// The bootstrap of a sandbox's shim: the record's, else the `address` file the shim
     /// wrote into the bundle before the daemon could record it.
     fn bootstrap_of(&self, rec: &SandboxRecord) -> Option<Bootstrap> {
-        if let Some(b) = rec.bootstrap.as_deref().and_then(|b| parse_bootstrap(b.as_bytes()).ok()) {
+        if let Some(b) = rec
+            .bootstrap
+            .as_deref()
+            .and_then(|b| parse_bootstrap(b.as_bytes()).ok())
+        {
             return Some(b);
         }
         let bytes = std::fs::read(self.cfg.dirs.bundle(&rec.id).join("address")).ok()?;
@@ -45,7 +49,9 @@ impl Pods {
 
     async fn recover_sandbox(self: &Arc<Self>, rec: SandboxRecord) {
         let id = rec.id.clone();
-        if let (Some(bootstrap), Ok(handler)) = (self.bootstrap_of(&rec), self.handlers.lookup(&rec.handler)) {
+        if let (Some(bootstrap), Ok(handler)) =
+            (self.bootstrap_of(&rec), self.handlers.lookup(&rec.handler))
+        {
             let bundle = self.cfg.dirs.bundle(&id);
             match shim::reconnect(&handler, &self.cfg.env, &bootstrap, &id, &bundle).await {
                 Ok(client) => {
@@ -229,12 +235,13 @@ async fn stop_orphan_shim(id: &str, bundle: &Path) {
     let client = client
         .with_namespace("k8s.io")
         .with_rpc_timeout(crius_handlers::shim::RECONNECT_TIMEOUT);
-    if client.kill(id, "", libc::SIGKILL as u32, true).await.is_ok() {
-        let _ = tokio::time::timeout(
-            crius_handlers::shim::RECONNECT_TIMEOUT,
-            client.wait(id, ""),
-        )
-        .await;
+    if client
+        .kill(id, "", libc::SIGKILL as u32, true)
+        .await
+        .is_ok()
+    {
+        let _ = tokio::time::timeout(crius_handlers::shim::RECONNECT_TIMEOUT, client.wait(id, ""))
+            .await;
     }
     let _ = client.delete(id, "").await;
     let _ = client.shutdown(id, false).await;

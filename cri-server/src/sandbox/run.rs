@@ -133,17 +133,19 @@ impl Pods {
             &id,
             handler.handler.options.systemd_cgroup.unwrap_or(false),
         );
-        let oci = tokio::task::block_in_place(|| spec::sandbox_spec(&spec::SandboxSpecInput {
-            id: &id,
-            pod: &rec.config,
-            image: &image_config,
-            image_name: &self.cfg.sandbox_image,
-            netns: rec.netns.as_deref(),
-            paths: &paths,
-            cgroups_path,
-            host: &self.cfg.host,
-            runtime_handler: &handler.name,
-        }))
+        let oci = tokio::task::block_in_place(|| {
+            spec::sandbox_spec(&spec::SandboxSpecInput {
+                id: &id,
+                pod: &rec.config,
+                image: &image_config,
+                image_name: &self.cfg.sandbox_image,
+                netns: rec.netns.as_deref(),
+                paths: &paths,
+                cgroups_path,
+                host: &self.cfg.host,
+                runtime_handler: &handler.name,
+            })
+        })
         .map_err(PodError::from)?;
         spec::write_spec(&oci, &bundle).map_err(PodError::from)?;
         rec.spec = serde_json::to_value(&oci).ok();

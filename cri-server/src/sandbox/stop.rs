@@ -57,8 +57,8 @@ impl Pods {
             Some(client) => {
                 match client.kill(&rec.id, "", libc::SIGKILL as u32, true).await {
                     Ok(()) => {
-                        let _ = tokio::time::timeout(PAUSE_KILL_WAIT, client.wait(&rec.id, ""))
-                            .await;
+                        let _ =
+                            tokio::time::timeout(PAUSE_KILL_WAIT, client.wait(&rec.id, "")).await;
                     }
                     Err(e) => tracing::debug!(sandbox = %rec.id, error = %e, "killing pause"),
                 }
@@ -73,8 +73,7 @@ impl Pods {
             }
             None if rec.bootstrap.is_some() => {
                 if let Ok(handler) = self.handlers.lookup(&rec.handler) {
-                    if let Err(e) = shim::cleanup(&handler, &self.cfg.env, &rec.id, &bundle).await
-                    {
+                    if let Err(e) = shim::cleanup(&handler, &self.cfg.env, &rec.id, &bundle).await {
                         tracing::debug!(sandbox = %rec.id, error = %e, "shim delete");
                     }
                 }

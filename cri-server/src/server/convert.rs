@@ -29,7 +29,6 @@ fn invalid(msg: impl Into<String>) -> Status {
 }
 
 /// A `PodSandboxConfig` as a [`PodConfig`].
-#[allow(dead_code)] // Until server::runtime calls it (the lead wires the RPCs).
 pub(crate) fn pod_config(c: cri::PodSandboxConfig) -> Result<PodConfig> {
     let m = c
         .metadata
@@ -160,7 +159,6 @@ fn pod_security(s: cri::LinuxSandboxSecurityContext) -> Result<PodSecurity> {
 }
 
 /// A `ContainerConfig` as a [`ContainerConfig`].
-#[allow(dead_code)] // Until server::runtime calls it (the lead wires the RPCs).
 pub(crate) fn container_config(c: cri::ContainerConfig) -> Result<ContainerConfig> {
     let m = c
         .metadata
@@ -550,7 +548,6 @@ fn selinux(s: cri::SeLinuxOption) -> SelinuxOptions {
 }
 
 /// `LinuxContainerResources` as [`Resources`] (fields named under `config.linux.resources`).
-#[allow(dead_code)] // Until server::runtime calls it (the lead wires the RPCs).
 pub(crate) fn resources(r: cri::LinuxContainerResources) -> Result<Resources> {
     resources_at(r, "linux.resources")
 }

@@ -6,9 +6,9 @@ use crius_proto::cri;
 
 use crate::container::config::Propagation;
 use crate::container::record::{ContainerRecord, ContainerState};
-use crate::sandbox::config::NamespaceMode;
 use crate::container::stats::ContainerUsage;
 use crate::pods::{ContainerEvent, ContainerEventKind};
+use crate::sandbox::config::NamespaceMode;
 use crate::sandbox::record::{SandboxRecord, SandboxState};
 
 fn map(m: &std::collections::BTreeMap<String, String>) -> HashMap<String, String> {
@@ -207,7 +207,11 @@ fn uint(v: u64) -> Option<cri::UInt64Value> {
 }
 
 /// `ContainerStats`.
-pub fn container_stats(rec: &ContainerRecord, u: &ContainerUsage, root: &str) -> cri::ContainerStats {
+pub fn container_stats(
+    rec: &ContainerRecord,
+    u: &ContainerUsage,
+    root: &str,
+) -> cri::ContainerStats {
     cri::ContainerStats {
         attributes: Some(cri::ContainerAttributes {
             id: rec.id.clone(),
@@ -239,7 +243,10 @@ pub fn container_stats(rec: &ContainerRecord, u: &ContainerUsage, root: &str) ->
 }
 
 /// `PodSandboxStats`: the pod's figures are the sum of its containers'.
-pub fn pod_sandbox_stats(rec: &SandboxRecord, containers: Vec<cri::ContainerStats>) -> cri::PodSandboxStats {
+pub fn pod_sandbox_stats(
+    rec: &SandboxRecord,
+    containers: Vec<cri::ContainerStats>,
+) -> cri::PodSandboxStats {
     let ts = containers
         .iter()
         .filter_map(|c| c.cpu.as_ref().map(|u| u.timestamp))
@@ -248,8 +255,20 @@ pub fn pod_sandbox_stats(rec: &SandboxRecord, containers: Vec<cri::ContainerStat
     let sum = |f: &dyn Fn(&cri::ContainerStats) -> Option<u64>| -> u64 {
         containers.iter().filter_map(f).sum()
     };
-    let cpu = sum(&|c| c.cpu.as_ref()?.usage_core_nano_seconds.as_ref().map(|v| v.value));
-    let ws = sum(&|c| c.memory.as_ref()?.working_set_bytes.as_ref().map(|v| v.value));
+    let cpu = sum(&|c| {
+        c.cpu
+            .as_ref()?
+            .usage_core_nano_seconds
+            .as_ref()
+            .map(|v| v.value)
+    });
+    let ws = sum(&|c| {
+        c.memory
+            .as_ref()?
+            .working_set_bytes
+            .as_ref()
+            .map(|v| v.value)
+    });
     let usage = sum(&|c| c.memory.as_ref()?.usage_bytes.as_ref().map(|v| v.value));
     cri::PodSandboxStats {
         attributes: Some(cri::PodSandboxAttributes {

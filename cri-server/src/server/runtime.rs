@@ -97,7 +97,19 @@ impl RuntimeService for Runtime {
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus { conditions }),
             info,
-            runtime_handlers: Vec::new(),
+            runtime_handlers: self
+                .pods
+                .handlers()
+                .names()
+                .filter(|(_, usable)| *usable)
+                .map(|(name, _)| cri::RuntimeHandler {
+                    name: name.to_string(),
+                    features: Some(cri::RuntimeHandlerFeatures {
+                        recursive_read_only_mounts: false,
+                        user_namespaces: false,
+                    }),
+                })
+                .collect(),
             features: None,
         }))
     }
@@ -116,7 +128,9 @@ impl RuntimeService for Runtime {
             .run_sandbox(config, &r.runtime_handler)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id: id }))
+        Ok(Response::new(cri::RunPodSandboxResponse {
+            pod_sandbox_id: id,
+        }))
     }
 
     async fn stop_pod_sandbox(
@@ -200,7 +214,9 @@ impl RuntimeService for Runtime {
             .create_container(&r.pod_sandbox_id, config)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(cri::CreateContainerResponse { container_id: id }))
+        Ok(Response::new(cri::CreateContainerResponse {
+            container_id: id,
+        }))
     }
 
     async fn start_container(
@@ -243,9 +259,9 @@ impl RuntimeService for Runtime {
             .containers_where(|c| {
                 c.id.starts_with(&f.id)
                     && c.sandbox_id.starts_with(&f.pod_sandbox_id)
-                    && f.state.as_ref().is_none_or(|st| {
-                        reply::container_state_code(c.state) == st.state
-                    })
+                    && f.state
+                        .as_ref()
+                        .is_none_or(|st| reply::container_state_code(c.state) == st.state)
                     && labels_match(&c.config.labels, &f.label_selector)
             })
             .iter()
@@ -350,7 +366,9 @@ impl RuntimeService for Runtime {
             .map_err(to_status)?
             .ok_or_else(|| Status::not_found(format!("container {id:?} not found")))?;
         let stats = self.stats_of(&rec).await?;
-        Ok(Response::new(cri::ContainerStatsResponse { stats: Some(stats) }))
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_container_stats(
@@ -381,7 +399,9 @@ impl RuntimeService for Runtime {
             .map_err(to_status)?
             .ok_or_else(|| Status::not_found(format!("pod sandbox {id:?} not found")))?;
         let stats = self.pod_stats_of(&rec).await?;
-        Ok(Response::new(cri::PodSandboxStatsResponse { stats: Some(stats) }))
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_pod_sandbox_stats(
@@ -441,7 +461,9 @@ impl RuntimeService for Runtime {
                 }
             }
         });
-        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
     }
     async fn list_metric_descriptors(
         &self,
