@@ -154,15 +154,35 @@ impl Store {
         read_all(&t, table)
     }
 
-    /// Runs `f` in one write transaction: everything it does commits together or not at all.
+    /// Runs `f` in one write transaction: everything it does commits together or not at all,
+    /// and is on disk when this returns.
     pub fn update<R>(
         &self,
         f: impl FnOnce(&mut Txn<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let txn = self
+        self.commit(redb::Durability::Immediate, f)
+    }
+
+    /// [`Store::update`] without the fsync: still atomic, but a crash may lose it until the
+    /// next durable commit. For records that recovery can also rebuild from disk.
+    pub fn update_lazy<R>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        self.commit(redb::Durability::None, f)
+    }
+
+    fn commit<R>(
+        &self,
+        durability: redb::Durability,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut txn = self
             .db
             .begin_write()
             .map_err(|e| db_err("begin write")(e.into()))?;
+        txn.set_durability(durability)
+            .map_err(|e| db_err("durability")(e.into()))?;
         let mut w = Txn { txn: &txn };
         let r = f(&mut w)?;
         txn.commit().map_err(|e| db_err("commit")(e.into()))?;

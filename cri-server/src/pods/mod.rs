@@ -202,6 +202,16 @@ impl Pods {
         Ok(())
     }
 
+    /// [`Pods::save_sandbox`] without the fsync, for steps recovery can rebuild from disk
+    /// (the netns pin, the shim's `address` file).
+    pub(crate) fn save_sandbox_lazy(&self, rec: &SandboxRecord) -> Result<(), PodError> {
+        self.store.update_lazy(|t| t.put(SANDBOXES, &rec.id, rec))?;
+        lock(&self.records)
+            .sandboxes
+            .insert(rec.id.clone(), rec.clone());
+        Ok(())
+    }
+
     /// Writes a container record to the store, then to memory.
     pub(crate) fn save_container(&self, rec: &ContainerRecord) -> Result<(), PodError> {
         self.store.update(|t| t.put(CONTAINERS, &rec.id, rec))?;

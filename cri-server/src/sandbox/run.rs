@@ -118,7 +118,7 @@ impl Pods {
                 .await
                 .map_err(|e| PodError::internal("network namespace", e))?;
             rec.netns = Some(ns.path().to_path_buf());
-            self.save_sandbox(&rec)?;
+            self.save_sandbox_lazy(&rec)?;
         }
         let bundle = dirs.bundle(&id);
         self.mount_rootfs(&id, chain).await?;
@@ -151,7 +151,7 @@ impl Pods {
         rec.spec = serde_json::to_value(&oci).ok();
         let launched = shim::launch(handler, &self.cfg.env, &id, &bundle).await?;
         rec.bootstrap = Some(launched.bootstrap.to_json());
-        self.save_sandbox(&rec)?;
+        self.save_sandbox_lazy(&rec)?;
         lock(&self.shims).insert(id.clone(), launched.client.clone());
         let client = launched.client;
         client
