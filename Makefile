@@ -9,7 +9,7 @@ RUN_PKGS  := runc containernetworking-plugins protobuf-compiler iproute2
 TEST_PKGS := $(RUN_PKGS) crun containerd busybox-static docker-registry apache2-utils openssl \
              libseccomp-dev pkg-config iptables util-linux procps psmisc
 
-.PHONY: run test build release deps-run deps-test youki lint unit integration bench bench-images install
+.PHONY: run test build release deps-run deps-test youki lint unit integration bench bench-images bench-cri install
 
 # Install the Debian packages in $(1) that are missing; `apt-get update` only when needed.
 define apt_install
@@ -57,6 +57,12 @@ bench: deps-test
 bench-images: deps-test
 	$(CARGO) build --release --workspace --bins
 	./target/release/image-bench
+
+# The RuntimeService (RunPodSandbox, Create+Start, Stop+Remove, ListContainers@1000, RSS),
+# crius vs containerd 1.6.
+bench-cri: deps-test
+	$(CARGO) build --release --workspace --bins
+	./target/release/cri-bench --pods 30 --containers 1000
 
 install: release
 	install -m 0755 target/release/crius target/release/containerd-shim-crius-v2 $(PREFIX)/bin/
