@@ -188,6 +188,21 @@ impl Pods {
             .collect()
     }
 
+    /// Maps the containers `keep` selects, under the lock and without cloning the records
+    /// (ListContainers with a thousand containers must stay cheap).
+    pub fn map_containers<T>(
+        &self,
+        keep: impl Fn(&ContainerRecord) -> bool,
+        map: impl Fn(&ContainerRecord) -> T,
+    ) -> Vec<T> {
+        lock(&self.records)
+            .containers
+            .values()
+            .filter(|c| keep(c))
+            .map(map)
+            .collect()
+    }
+
     /// Containers of one sandbox.
     pub(crate) fn containers_of(&self, sandbox_id: &str) -> Vec<ContainerRecord> {
         self.containers_where(|c| c.sandbox_id == sandbox_id)

@@ -254,19 +254,17 @@ impl RuntimeService for Runtime {
         r: Request<cri::ListContainersRequest>,
     ) -> R<cri::ListContainersResponse> {
         let f = r.into_inner().filter.unwrap_or_default();
-        let containers = self
-            .pods
-            .containers_where(|c| {
+        let containers = self.pods.map_containers(
+            |c| {
                 c.id.starts_with(&f.id)
                     && c.sandbox_id.starts_with(&f.pod_sandbox_id)
                     && f.state
                         .as_ref()
                         .is_none_or(|st| reply::container_state_code(c.state) == st.state)
                     && labels_match(&c.config.labels, &f.label_selector)
-            })
-            .iter()
-            .map(reply::container)
-            .collect();
+            },
+            reply::container,
+        );
         Ok(Response::new(cri::ListContainersResponse { containers }))
     }
 
