@@ -252,8 +252,9 @@ fn open_log(path: &Path) -> Result<File, LogError> {
 
 /// A running drain of a container's stdout/stderr fifos into its CRI log file.
 ///
-/// Dropped without [`LogPipe::finish`], the drains go on until the writers close their
-/// ends (the keepalive ends close with it), so the container never blocks on a full pipe.
+/// Dropped without [`LogPipe::finish`], it behaves as `finish` without the wait: the
+/// keepalive ends close and the drains go on until the writers have closed theirs (at once
+/// if none had opened yet).
 #[derive(Debug)]
 pub struct LogPipe {
     sink: Arc<Sink>,
@@ -392,6 +393,8 @@ async fn drain(
     let mut buf = vec![0u8; READ_CHUNK];
     let mut out = Vec::with_capacity(READ_CHUNK + 256);
     let mut stopping = false;
+    // The LogPipe was dropped without finish(): keep draining until EOF.
+    let mut stop_open = true;
     loop {
         if !stopping {
             tokio::select! {
@@ -401,7 +404,10 @@ async fn drain(
                         break;
                     }
                 }
-                _ = stop.changed() => stopping = true,
+                r = stop.changed(), if stop_open => match r {
+                    Ok(()) => stopping = true,
+                    Err(_) => stop_open = false,
+                },
             }
         }
         match rx.try_read(&mut buf) {

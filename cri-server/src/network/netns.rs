@@ -95,7 +95,10 @@ impl NetNs {
         std::thread::Builder::new()
             .name("netns-create".into())
             .spawn(move || {
-                let _ = tx.send(create_blocking(&dir, &pin));
+                // The caller went away (its RPC was cancelled): undo, nobody will record it.
+                if let Err(Ok(())) = tx.send(create_blocking(&dir, &pin)) {
+                    let _ = remove_blocking(&pin);
+                }
             })
             .map_err(|e| NetNsError::Thread(e.to_string()))?;
         rx.await
@@ -286,6 +289,7 @@ fn remove_blocking(path: &Path) -> Result<(), NetNsError> {
 mod tests {
     use super::*;
     use std::process::Command;
+    use std::time::Duration;
 
     /// A scratch pin directory under /var/tmp, unmounted and removed on drop.
     struct Scratch {
@@ -492,6 +496,48 @@ mod tests {
             ));
         }
         assert_eq!(NetNs::list(&s.dir()).await, vec![s.dir().join("f")]);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_create_leaves_nothing() {
+        let s = Scratch::new("cancel");
+        let threads = || {
+            std::fs::read_dir("/proc/self/task")
+                .expect("tasks")
+                .flatten()
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.trim() == "netns-create")
+                })
+                .count()
+        };
+        // Polled once (the thread starts), then dropped. The thread may win the race and
+        // finish before the first poll returns: try again then.
+        let mut cancelled = 0;
+        for i in 0..20 {
+            let id = format!("c{i}");
+            let pin = s.dir().join(&id);
+            match tokio::time::timeout(Duration::ZERO, NetNs::create(&s.dir(), &id)).await {
+                Ok(made) => {
+                    NetNs::remove(made.expect("create").path())
+                        .await
+                        .expect("rm");
+                    continue;
+                }
+                Err(_) => cancelled += 1,
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while threads() > 0 || !s.dir().exists() {
+                assert!(std::time::Instant::now() < deadline, "worker still running");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(!pin.exists(), "{pin:?} left behind");
+            assert!(mount_types_at(&pin).is_empty());
+            if cancelled >= 3 {
+                break;
+            }
+        }
+        assert!(cancelled > 0, "no create was ever cancelled");
     }
 
     #[test]

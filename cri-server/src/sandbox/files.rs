@@ -107,23 +107,23 @@ impl SandboxFiles {
         dir: &Path,
         spec: &SandboxFilesSpec<'_>,
     ) -> Result<SandboxFiles, FilesError> {
-        let contents = Contents::render(spec, &HostPaths::default())?;
-        let shm_size = if spec.shm_size == 0 {
-            DEFAULT_SHM_SIZE
-        } else {
-            spec.shm_size
-        };
-        let files = SandboxFiles::with_shm(dir, !spec.host_ipc);
+        let plan = Plan::new(spec)?;
+        let files = SandboxFiles::with_shm(dir, plan.shm_size.is_some());
         let f = files.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::task::spawn_blocking(move || {
-            let made = f.write_all(&contents, shm_size);
+            let made = Contents::read(&plan, &HostPaths::default())
+                .and_then(|c| f.write_all(&c, plan.shm_size));
             if made.is_err() {
                 let _ = remove_blocking(&f.dir);
             }
-            made
-        })
-        .await
-        .map_err(|e| FilesError::Task(e.to_string()))??;
+            // The caller went away (its RPC was cancelled): undo, nobody will record it.
+            if let Err(Ok(())) = tx.send(made) {
+                let _ = remove_blocking(&f.dir);
+            }
+        });
+        rx.await
+            .map_err(|_| FilesError::Task("exited without an answer".into()))??;
         Ok(files)
     }
 
@@ -151,7 +151,7 @@ impl SandboxFiles {
         }
     }
 
-    fn write_all(&self, c: &Contents, shm_size: u64) -> Result<(), FilesError> {
+    fn write_all(&self, c: &Contents, shm_size: Option<u64>) -> Result<(), FilesError> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
@@ -164,8 +164,8 @@ impl SandboxFiles {
         write_file(&self.hostname, c.hostname.as_bytes())?;
         write_file(&self.hosts, &c.hosts)?;
         write_file(&self.resolv_conf, &c.resolv_conf)?;
-        if let Some(shm) = &self.shm {
-            mount_shm(shm, shm_size)?;
+        if let (Some(shm), Some(size)) = (&self.shm, shm_size) {
+            mount_shm(shm, size)?;
         }
         Ok(())
     }
@@ -197,29 +197,58 @@ struct Contents {
     resolv_conf: Vec<u8>,
 }
 
-impl Contents {
-    /// Validates the spec and reads what is needed from the host.
-    fn render(spec: &SandboxFilesSpec<'_>, host: &HostPaths) -> Result<Contents, FilesError> {
-        let dns = match spec.dns {
+/// A spec, validated and owned, for the blocking task.
+#[derive(Debug)]
+struct Plan {
+    /// Empty: the host's.
+    hostname: String,
+    /// Rendered from the DNS config; `None`: the host's.
+    resolv_conf: Option<String>,
+    host_network: bool,
+    /// `None` for host IPC (no tmpfs).
+    shm_size: Option<u64>,
+}
+
+impl Plan {
+    /// Checks every pod-supplied value; nothing is touched on disk.
+    fn new(spec: &SandboxFilesSpec<'_>) -> Result<Plan, FilesError> {
+        check_hostname(spec.hostname)?;
+        let resolv_conf = match spec.dns {
             Some(dns) => render_resolv_conf(dns)?,
             None => None,
         };
-        check_hostname(spec.hostname)?;
-        let hostname = if spec.hostname.is_empty() {
+        let size = if spec.shm_size == 0 {
+            DEFAULT_SHM_SIZE
+        } else {
+            spec.shm_size
+        };
+        Ok(Plan {
+            hostname: spec.hostname.to_string(),
+            resolv_conf,
+            host_network: spec.host_network,
+            shm_size: (!spec.host_ipc).then_some(size),
+        })
+    }
+}
+
+impl Contents {
+    /// The files' bytes, reading from the host what the plan leaves to it.
+    fn read(plan: &Plan, host: &HostPaths) -> Result<Contents, FilesError> {
+        let hostname = if plan.hostname.is_empty() {
             let read = read_host(&host.hostname, "reading the host's hostname")?;
             let name = String::from_utf8_lossy(&read).trim().to_string();
             check_hostname(&name)?;
             name
         } else {
-            spec.hostname.to_string()
+            plan.hostname.clone()
         };
-        let hosts = if spec.host_network {
+        let hosts = if plan.host_network {
             read_host_or_empty(&host.hosts, DEFAULT_HOSTS.as_bytes())?
         } else {
             DEFAULT_HOSTS.as_bytes().to_vec()
         };
-        let resolv_conf = match dns {
-            Some(text) => text.into_bytes(),
+        let resolv_conf = match &plan.resolv_conf {
+            Some(text) => text.clone().into_bytes(),
             None => read_host_or_empty(&host.resolv_conf, b"")?,
         };
         Ok(Contents {
@@ -227,6 +256,11 @@ impl Contents {
             hosts,
             resolv_conf,
         })
+    }
+
+    #[cfg(test)]
+    fn render(spec: &SandboxFilesSpec<'_>, host: &HostPaths) -> Result<Contents, FilesError> {
+        Contents::read(&Plan::new(spec)?, host)
     }
 }
 

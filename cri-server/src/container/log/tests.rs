@@ -469,6 +469,42 @@ async fn without_a_log_path_output_is_drained_and_dropped() {
     assert_eq!(names, vec![std::ffi::OsString::from("stdout")]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_pipe_keeps_draining_until_the_writer_closes() {
+    let s = Scratch::new("dropped");
+    let out = s.fifo("stdout");
+    let log = s.0.join("c.log");
+    let pipe = LogPipe::spawn(Some(log.clone()), Some(&out), None)
+        .await
+        .expect("spawn");
+    // The container's end is open (as by the shim) when the pipe is dropped.
+    let mut w = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&out)
+        .expect("writer");
+    drop(pipe);
+    // Far more than a pipe holds: the write finishes only if the drain goes on.
+    let writer = tokio::task::spawn_blocking(move || {
+        w.write_all(&vec![b'a'; 1 << 20]).expect("write");
+        w.write_all(b"end\n").expect("write");
+    });
+    tokio::time::timeout(Duration::from_secs(20), writer)
+        .await
+        .expect("writer was not drained")
+        .expect("join");
+    let mut want = vec![b'a'; 1 << 20];
+    want.extend_from_slice(b"end\n");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = join(&parse(&std::fs::read(&log).expect("log")), "stdout");
+        if got == want {
+            break;
+        }
+        assert!(Instant::now() < deadline, "log has {} bytes", got.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn spawn_errors_name_the_path() {
     let s = Scratch::new("errors");
