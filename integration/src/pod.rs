@@ -22,7 +22,7 @@ use crate::shim::random_id;
 pub struct TestImages {
     /// busybox-static, `Cmd ["sh"]`.
     pub busybox: String,
-    /// busybox with `Entrypoint ["sh","-c"]`, `Cmd ["sleep 1000000"]`, `WorkingDir /tmp` and
+    /// busybox with `Entrypoint ["sh","-c"]`, `Cmd ["sleep 1000004; true"]`, `WorkingDir /tmp` and
     /// env `IMG_ENV=from-image`, `OVERRIDE=image`: for the Kubernetes command/args/env merge.
     pub entry: String,
     /// A pause stand-in for containerd's `sandbox_image`: `/bin/sleep 2147483647`.
@@ -39,7 +39,7 @@ pub async fn push_test_images(reg: &Registry) -> anyhow::Result<TestImages> {
     let entry = Image::new(
         ImageConfig {
             entrypoint: Some(vec!["sh".into(), "-c".into()]),
-            cmd: Some(vec!["sleep 1000000".into()]),
+            cmd: Some(vec!["sleep 1000004; true".into()]),
             env: vec![
                 path.clone(),
                 "IMG_ENV=from-image".into(),
