@@ -6,7 +6,7 @@ CARGO ?= cargo
 PREFIX ?= /usr/local
 
 RUN_PKGS  := runc containernetworking-plugins protobuf-compiler iproute2
-TEST_PKGS := $(RUN_PKGS) crun containerd busybox-static docker-registry apache2-utils \
+TEST_PKGS := $(RUN_PKGS) crun containerd busybox-static docker-registry apache2-utils openssl \
              libseccomp-dev pkg-config iptables util-linux procps psmisc
 
 .PHONY: run test build release deps-run deps-test youki lint unit integration bench bench-images install

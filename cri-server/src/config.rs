@@ -30,6 +30,9 @@ pub struct Config {
     pub handlers: Handlers,
     /// Pod network (CNI) settings.
     pub cni: CniConfig,
+    /// The pause image every sandbox runs.
+    #[serde(default = "default_sandbox_image")]
+    pub sandbox_image: String,
     /// Registries: mirrors, plain-HTTP hosts, CAs, credentials, download parallelism.
     #[serde(default)]
     pub registry: crate::image::registry::RegistryConfig,
@@ -43,6 +46,10 @@ pub struct CniConfig {
     pub conf_dir: PathBuf,
     /// Directories holding plugin binaries.
     pub bin_dirs: Vec<PathBuf>,
+}
+
+fn default_sandbox_image() -> String {
+    crate::image::pause::PAUSE_IMAGE_REF.into()
 }
 
 fn default_log_level() -> String {

@@ -6,8 +6,10 @@
 
 pub mod config;
 pub mod container;
+pub mod host;
 pub mod image;
 pub mod network;
+pub mod pods;
 pub mod sandbox;
 pub mod server;
 pub mod spec;

@@ -214,16 +214,46 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let socket = cfg.socket_path();
-        let images = Arc::new(open_images(&cfg).await?);
-        let status = Arc::new(RuntimeStatus::new(cfg, shim_search()));
+        let store = crius::store::Store::open(&cfg.store_path())?;
+        let images = Arc::new(
+            crius::image::ImageService::open(&cfg.root, store.clone(), cfg.registry.clone())
+                .await
+                .context("opening the image store")?,
+        );
+        let search = shim_search();
+        let registry = crius_handlers::Registry::new(&cfg.handlers, &cfg.default_handler, &search);
+        let ttrpc_path = PathBuf::from(format!("{}.ttrpc", socket.display()));
+        let (events_server, events) = runtime_v2_api::serve_events(&ttrpc_path)
+            .await
+            .context("serving shim events")?;
+        let pods = crius::pods::Pods::open(
+            store,
+            images.clone(),
+            registry,
+            crius::pods::PodsConfig {
+                dirs: crius::pods::Dirs::new(&cfg.root, &cfg.state),
+                env: crius_handlers::ShimEnv {
+                    namespace: "k8s.io".into(),
+                    address: socket.display().to_string(),
+                    ttrpc_address: ttrpc_path.display().to_string(),
+                    publish_binary: std::env::current_exe().unwrap_or_else(|_| "crius".into()),
+                },
+                host: crius::host::detect(),
+                sandbox_image: cfg.sandbox_image.clone(),
+            },
+        )?;
+        tokio::spawn(crius::pods::events::run(pods.clone(), events));
+        pods.recover().await;
+        let status = Arc::new(RuntimeStatus::new(cfg, search));
         for c in status.handler_checks() {
             if let Some(e) = c.error {
                 tracing::warn!(handler = %c.name, "handler unusable: {e}");
             }
         }
-        crius::server::serve::serve(&socket, status, images, shutdown_signal())
+        crius::server::serve::serve(&socket, status, images, pods, shutdown_signal())
             .await
             .context("CRI server")?;
+        events_server.shutdown().await;
         Ok(())
     })
 }

@@ -37,8 +37,19 @@ pub const IMAGES: Table = Table::new("images");
 pub const SNAPSHOTS: Table = Table::new("snapshots");
 /// Counters and other small values.
 pub const META: Table = Table::new("meta");
+/// Snapshot chains in use by sandboxes and containers: owner id → top chain ID. Written
+/// in the same transaction as the owner's record, so a crash never loses a lease.
+pub const LEASES: Table = Table::new("leases");
+/// Pod sandboxes by id.
+pub const SANDBOXES: Table = Table::new("sandboxes");
+/// Containers by id.
+pub const CONTAINERS: Table = Table::new("containers");
+/// Reserved names (`<name>_<namespace>_<uid>_<attempt>`) → the id that holds them.
+pub const NAMES: Table = Table::new("names");
 
-const ALL_TABLES: [Table; 3] = [IMAGES, SNAPSHOTS, META];
+const ALL_TABLES: [Table; 7] = [
+    IMAGES, SNAPSHOTS, META, LEASES, SANDBOXES, CONTAINERS, NAMES,
+];
 
 /// What went wrong in the store.
 #[derive(Debug, thiserror::Error)]

@@ -6,6 +6,12 @@
 //! `containerd-shim-<name>-<version>` (beside `crius`, then in `PATH`), and telling which
 //! handlers are usable on this host. Launching, grouping and reconnecting shims build on it.
 
+pub mod registry;
+pub mod shim;
+
+pub use registry::{LookupError, Registry, Resolved, CRIUS_RUNTIME_TYPE};
+pub use shim::{Launched, ShimEnv, ShimError};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -49,7 +55,7 @@ impl RuntimeOptions {
 }
 
 /// Why a handler cannot be used.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum HandlerError {
     /// `runtime_type` is not of the form `io.containerd.<name>.<version>`.
     #[error("runtime_type {0:?} is not of the form io.containerd.<name>.<version>")]

@@ -2,8 +2,11 @@
 //! port with its storage in a temp dir, so image pulls are tested against the server real
 //! clusters talk to. Each instance owns its port and storage; dropping it kills the server.
 //!
-//! Plain HTTP only: distribution's htpasswd auth works without TLS (its docs recommend TLS,
-//! the server does not enforce it), and crius's registry tests run on loopback.
+//! Plain HTTP by default: distribution's htpasswd auth works without TLS (its docs recommend
+//! TLS, the server does not enforce it), and crius's registry tests run on loopback. The TLS
+//! mode ([`RegistryTls`], certificates from [`TestPki`]) serves HTTPS and can require client
+//! certificates; [`RegistryClient`] speaks plain HTTP only, so images are pushed to a plain
+//! registry whose storage the TLS one then serves ([`Registry::start_tls`]).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -27,17 +30,49 @@ pub struct RegistryOptions {
     pub htpasswd: Option<(String, String)>,
 }
 
+/// `http.tls` of a registry: its certificate and key, and the CAs whose client certificates
+/// it requires (none: no client certificate asked for).
+#[derive(Debug, Clone)]
+pub struct RegistryTls {
+    /// PEM server certificate (its SAN must name 127.0.0.1).
+    pub certificate: PathBuf,
+    /// PEM key of `certificate`.
+    pub key: PathBuf,
+    /// `http.tls.clientcas`: PEM CAs; when non-empty every client must present a
+    /// certificate one of them signed.
+    pub client_cas: Vec<PathBuf>,
+}
+
 /// A running `docker-registry serve`.
 pub struct Registry {
     dir: tempfile::TempDir,
     child: Option<Child>,
     addr: String,
     opts: RegistryOptions,
+    /// Serve HTTPS (`http.tls`).
+    tls: Option<RegistryTls>,
+    /// Another registry's storage root served instead of one of its own.
+    storage: Option<PathBuf>,
 }
 
 impl Registry {
     /// Starts a registry on a free loopback port and waits until `GET /v2/` answers.
     pub fn start(opts: RegistryOptions) -> anyhow::Result<Registry> {
+        Registry::start_with(opts, None, None)
+    }
+
+    /// Starts an HTTPS registry (see [`RegistryTls`]) serving `storage`, another registry's
+    /// [`Registry::storage_dir`] (images are pushed there over plain HTTP), or storage of its
+    /// own when None.
+    pub fn start_tls(tls: RegistryTls, storage: Option<PathBuf>) -> anyhow::Result<Registry> {
+        Registry::start_with(RegistryOptions::default(), Some(tls), storage)
+    }
+
+    fn start_with(
+        opts: RegistryOptions,
+        tls: Option<RegistryTls>,
+        storage: Option<PathBuf>,
+    ) -> anyhow::Result<Registry> {
         let dir = tempfile::Builder::new()
             .prefix("crius-registry-")
             .tempdir_in(host::scratch_dir())
@@ -50,6 +85,8 @@ impl Registry {
             child: None,
             addr: String::new(),
             opts,
+            tls,
+            storage,
         };
         // The port is picked by binding :0 and released before the registry binds it, so
         // another process can take it in between: retry on a fresh port when that happens.
@@ -76,9 +113,10 @@ impl Registry {
         &self.addr
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` in TLS mode).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The `(user, password)` the registry requires, if any.
@@ -105,7 +143,10 @@ impl Registry {
 
     /// Root of the filesystem storage driver.
     pub fn storage_dir(&self) -> PathBuf {
-        self.dir.path().join("storage")
+        match &self.storage {
+            Some(s) => s.clone(),
+            None => self.dir.path().join("storage"),
+        }
     }
 
     /// Where the registry keeps the bytes of blob `digest` (`sha256:<hex>`).
@@ -199,6 +240,23 @@ impl Registry {
         } else {
             String::new()
         };
+        let tls = match &self.tls {
+            None => String::new(),
+            Some(t) => {
+                let mut s = format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    t.certificate.display(),
+                    t.key.display()
+                );
+                if !t.client_cas.is_empty() {
+                    s.push_str("    clientcas:\n");
+                    for ca in &t.client_cas {
+                        s.push_str(&format!("      - {}\n", ca.display()));
+                    }
+                }
+                s
+            }
+        };
         // No blob descriptor cache: what is on disk is what is served.
         let config = format!(
             "version: 0.1
@@ -217,7 +275,7 @@ storage:
 http:
   addr: {addr}
   secret: crius-integration-test-secret
-{auth}",
+{tls}{auth}",
             storage = self.storage_dir().display(),
             addr = self.addr,
         );
@@ -240,7 +298,10 @@ http:
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = probe_v2(&self.addr) {
-                if status == 200 || status == 401 {
+                // A TLS listener answers plain HTTP with 400 ("client sent an HTTP request
+                // to an HTTPS server"): it is up.
+                let tls_up = self.tls.is_some() && status == 400;
+                if status == 200 || status == 401 || tls_up {
                     return Ok(());
                 }
             }
@@ -291,4 +352,113 @@ fn write_htpasswd(path: &Path, user: &str, password: &str) -> anyhow::Result<()>
         bail!("htpasswd failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     std::fs::write(path, out.stdout).with_context(|| format!("write {}", path.display()))
+}
+
+/// A throwaway PKI made with the `openssl` CLI in a directory: a CA, a server certificate for
+/// 127.0.0.1 and a client certificate, all signed by the CA (ECDSA P-256, valid two days).
+#[derive(Debug, Clone)]
+pub struct TestPki {
+    /// The CA certificate (PEM).
+    pub ca: PathBuf,
+    /// Server certificate (SAN IP:127.0.0.1, serverAuth) and key.
+    pub server_cert: PathBuf,
+    /// Key of `server_cert`.
+    pub server_key: PathBuf,
+    /// Client certificate (clientAuth) and key.
+    pub client_cert: PathBuf,
+    /// Key of `client_cert` (PKCS#8).
+    pub client_key: PathBuf,
+}
+
+impl TestPki {
+    /// Generates the files under `dir` (created if missing), named `<prefix>-*.pem`.
+    pub fn generate(dir: &Path, prefix: &str) -> anyhow::Result<TestPki> {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let p = |name: &str| dir.join(format!("{prefix}-{name}"));
+        let pki = TestPki {
+            ca: p("ca.pem"),
+            server_cert: p("server.pem"),
+            server_key: p("server-key.pem"),
+            client_cert: p("client.pem"),
+            client_key: p("client-key.pem"),
+        };
+        let ca_key = p("ca-key.pem");
+        // A fresh P-256 key, unencrypted, written to the path after `-keyout`.
+        let new_key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        run_openssl(
+            Command::new("openssl")
+                .args(["req", "-x509", "-days", "2"])
+                .args(new_key)
+                .args(["-subj", &format!("/CN={prefix} test CA")])
+                .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+                .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+                .arg("-keyout")
+                .arg(&ca_key)
+                .arg("-out")
+                .arg(&pki.ca),
+        )?;
+        for (serial, cert, key, cn, ext) in [
+            (
+                "1",
+                &pki.server_cert,
+                &pki.server_key,
+                "127.0.0.1",
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+            ),
+            (
+                "2",
+                &pki.client_cert,
+                &pki.client_key,
+                "crius-test-client",
+                "extendedKeyUsage=clientAuth\n",
+            ),
+        ] {
+            let csr = cert.with_extension("csr");
+            let extfile = cert.with_extension("ext");
+            std::fs::write(&extfile, format!("basicConstraints=CA:FALSE\n{ext}"))
+                .with_context(|| format!("write {}", extfile.display()))?;
+            run_openssl(
+                Command::new("openssl")
+                    .args(["req", "-new"])
+                    .args(new_key)
+                    .args(["-subj", &format!("/CN={cn}")])
+                    .arg("-keyout")
+                    .arg(key)
+                    .arg("-out")
+                    .arg(&csr),
+            )?;
+            run_openssl(
+                Command::new("openssl")
+                    .args(["x509", "-req", "-days", "2", "-set_serial", serial])
+                    .arg("-in")
+                    .arg(&csr)
+                    .arg("-CA")
+                    .arg(&pki.ca)
+                    .arg("-CAkey")
+                    .arg(&ca_key)
+                    .arg("-extfile")
+                    .arg(&extfile)
+                    .arg("-out")
+                    .arg(cert),
+            )?;
+        }
+        Ok(pki)
+    }
+}
+
+fn run_openssl(cmd: &mut Command) -> anyhow::Result<()> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .context("run openssl (apt-get install openssl)")?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
 }

@@ -78,9 +78,32 @@ async fn version_and_status_over_the_socket() {
         .runtime
         .run_pod_sandbox(cri::RunPodSandboxRequest::default())
         .await
+        .expect_err("a pod without config");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("config"), "{}", e.message());
+    // A handler whose shim is missing is not offered to the kubelet.
+    let st = c
+        .runtime
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .expect("status")
+        .into_inner();
+    let names: Vec<_> = st
+        .runtime_handlers
+        .iter()
+        .map(|h| h.name.as_str())
+        .collect();
+    assert!(
+        names.contains(&"runc") && !names.contains(&"kata"),
+        "{names:?}"
+    );
+    let e = c
+        .runtime
+        .attach(cri::AttachRequest::default())
+        .await
         .expect_err("not yet");
     assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(e.message().contains("RunPodSandbox"), "{}", e.message());
+    assert!(e.message().contains("Attach"), "{}", e.message());
     // Images are served: the built-in pause image is there with no registry at all.
     let images = c
         .image

@@ -27,6 +27,8 @@ pub const OCI_PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runti
 /// Type URL containerd uses for OCI `LinuxResources` in `Update` (JSON value).
 pub const OCI_LINUX_RESOURCES_TYPE_URL: &str =
     "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
+/// crius's own log service on the shim's socket.
+pub const LOG_SERVICE: &str = "crius.shim.v1.Log";
 /// ttrpc metadata key containerd uses to pass the namespace to shims.
 pub const NAMESPACE_METADATA_KEY: &str = "containerd-namespace-ttrpc";
 
@@ -317,7 +319,29 @@ impl TaskClient {
         req: &Req,
         timeout: Option<Duration>,
     ) -> Result<Resp, Error> {
-        let service = task_service_name(self.version);
+        self.call_service(task_service_name(self.version), method, req, timeout)
+            .await
+    }
+
+    /// Asks a crius shim to reopen a CRI log file (`crius.shim.v1.Log/Reopen`), after the
+    /// kubelet renamed it. Foreign shims answer `Unimplemented`.
+    pub async fn reopen_log(&self, id: &str, exec_id: &str) -> Result<(), Error> {
+        let mut r = crius_proto::shim::log::ReopenLogRequest::new();
+        r.id = id.into();
+        r.exec_id = exec_id.into();
+        let _: crius_proto::shim::log::ReopenLogResponse = self
+            .call_service(LOG_SERVICE, "Reopen", &r, Some(self.rpc_timeout))
+            .await?;
+        Ok(())
+    }
+
+    async fn call_service<Req: Message, Resp: Message>(
+        &self,
+        service: &str,
+        method: &str,
+        req: &Req,
+        timeout: Option<Duration>,
+    ) -> Result<Resp, Error> {
         let what = format!("{service}/{method}");
         let mut request = ttrpc::Request::new();
         request.service = service.to_string();

@@ -21,6 +21,7 @@ use super::manifest::{self, Compression, Descriptor, Document, ImageManifest};
 use super::progress::{Progress, ProgressTx};
 use super::record::ImageRecord;
 use super::reference::Reference;
+use super::registry::distribution::{BlobStream, DistributionError, RepositoryClient};
 use super::registry::{classify, AuthConfig, Endpoint, Registries};
 use super::snapshot::{SnapshotRecord, Snapshots};
 use super::unpack::{self, UnpackStats};
@@ -67,31 +68,23 @@ struct LayerTarget<'a> {
     parent: Option<Digest>,
 }
 
-/// One fetch location: a client with credentials, and the reference rewritten for a host.
+/// One fetch location: a client for the reference's repository at one host.
 struct Source<'a> {
-    client: &'a oci_client::Client,
-    auth: &'a oci_client::secrets::RegistryAuth,
+    client: RepositoryClient,
     endpoint: &'a Endpoint,
     reference: &'a Reference,
 }
 
 impl Source<'_> {
-    fn oci_ref(&self, target: Option<&Digest>) -> oci_client::Reference {
-        let registry = self.endpoint.host.clone();
-        let repo = self.reference.repository.clone();
-        match (target, &self.reference.digest, &self.reference.tag) {
-            (Some(d), _, _) | (None, Some(d), _) => {
-                oci_client::Reference::with_digest(registry, repo, d.to_string())
-            }
-            (None, None, t) => oci_client::Reference::with_tag(
-                registry,
-                repo,
-                t.clone().unwrap_or_else(|| "latest".into()),
-            ),
+    /// The digest the reference pins, else its tag (`latest` when it names neither).
+    fn manifest_ref(&self) -> String {
+        match (&self.reference.digest, &self.reference.tag) {
+            (Some(d), _) => d.to_string(),
+            (None, t) => t.clone().unwrap_or_else(|| "latest".into()),
         }
     }
 
-    fn err(&self, e: &oci_client::errors::OciDistributionError) -> ImageError {
+    fn err(&self, e: &DistributionError) -> ImageError {
         let (kind, cause) = classify(e);
         ImageError::Registry {
             host: self.endpoint.host.clone(),
@@ -137,16 +130,29 @@ impl Puller {
             .map_err(|cause| {
                 ImageError::InvalidArgument(format!("pulling {reference}: {cause}"))
             })?;
-        let client = self.registries.client(&creds);
         let mut last = None;
         for endpoint in self.registries.endpoints(&reference.registry) {
-            let src = Source {
-                client: &client,
-                auth: &creds,
-                endpoint: &endpoint,
-                reference,
-            };
-            match self.pull_from(&src, progress.as_ref()).await {
+            let result =
+                match self
+                    .registries
+                    .client(&endpoint.host, &reference.repository, creds.clone())
+                {
+                    Ok(client) => {
+                        let src = Source {
+                            client,
+                            endpoint: &endpoint,
+                            reference,
+                        };
+                        self.pull_from(&src, progress.as_ref()).await
+                    }
+                    Err(cause) => Err(ImageError::Registry {
+                        host: endpoint.host.clone(),
+                        reference: reference.to_string(),
+                        cause,
+                        kind: RegistryFailure::Other,
+                    }),
+                };
+            match result {
                 Ok(rec) => return Ok(rec),
                 Err(e @ ImageError::Registry { .. }) if endpoint.mirror => {
                     tracing::warn!(mirror = %endpoint.host, error = %e, "mirror failed, trying next");
@@ -164,9 +170,9 @@ impl Puller {
         progress: Option<&ProgressTx>,
     ) -> Result<ImageRecord, ImageError> {
         let reference = src.reference;
-        let (top_bytes, _) = src
+        let top_bytes = src
             .client
-            .pull_manifest_raw(&src.oci_ref(None), src.auth, manifest::ACCEPT)
+            .manifest(&src.manifest_ref(), manifest::ACCEPT)
             .await
             .map_err(|e| src.err(&e))?;
         let top_digest = Digest::of(&top_bytes);
@@ -224,9 +230,9 @@ impl Puller {
                                 .join(", ")
                         ))
                     })?;
-                let (bytes, _) = src
+                let bytes = src
                     .client
-                    .pull_manifest_raw(&src.oci_ref(Some(&desc.digest)), src.auth, manifest::ACCEPT)
+                    .manifest(desc.digest.as_str(), manifest::ACCEPT)
                     .await
                     .map_err(|e| src.err(&e))?;
                 let got = Digest::of(&bytes);
@@ -271,11 +277,7 @@ impl Puller {
             if self.content.exists(&l.digest).await {
                 None
             } else {
-                Some(
-                    src.client
-                        .pull_blob_stream(&src.oci_ref(None), l.digest.as_str())
-                        .await,
-                )
+                Some(src.client.blob_stream(l.digest.as_str()).await)
             }
         });
         let (config_bytes, prefetched) = tokio::join!(
@@ -340,25 +342,24 @@ impl Puller {
         if self.content.exists(d).await {
             return self.content.read(d).await;
         }
-        let mut bytes = Vec::with_capacity(manifest.config.size.min(1 << 20) as usize);
-        src.client
-            .pull_blob(&src.oci_ref(None), d.as_str(), &mut bytes)
+        let bytes = src
+            .client
+            .blob_bytes(d.as_str(), manifest.config.size)
             .await
-            .map_err(|e| match e {
-                oci_client::errors::OciDistributionError::DigestError(_) => {
-                    ImageError::DigestMismatch {
-                        what: format!("config of {}", src.reference),
-                        expected: d.clone(),
-                        actual: Digest::of(&bytes),
-                    }
-                }
-                e => src.err(&e),
-            })?;
+            .map_err(|e| src.err(&e))?;
         if bytes.len() as u64 != manifest.config.size {
             return Err(ImageError::SizeMismatch {
                 digest: d.clone(),
                 expected: manifest.config.size,
                 actual: bytes.len() as u64,
+            });
+        }
+        let got = Digest::of(&bytes);
+        if got != *d {
+            return Err(ImageError::DigestMismatch {
+                what: format!("config of {}", src.reference),
+                expected: d.clone(),
+                actual: got,
             });
         }
         self.content.put(d, &bytes).await?;
@@ -369,9 +370,7 @@ impl Puller {
         &self,
         src: &Source<'_>,
         target: LayerTarget<'_>,
-        ready: Option<
-            Result<oci_client::client::SizedStream, oci_client::errors::OciDistributionError>,
-        >,
+        ready: Option<Result<BlobStream, DistributionError>>,
         progress: Option<&ProgressTx>,
     ) -> Result<SnapshotRecord, ImageError> {
         let LayerTarget {
@@ -402,11 +401,7 @@ impl Puller {
             .map_err(|_| ImageError::Internal("download limiter closed".into()))?;
         let mut stream = match ready {
             Some(r) => r,
-            None => {
-                src.client
-                    .pull_blob_stream(&src.oci_ref(None), layer.digest.as_str())
-                    .await
-            }
+            None => src.client.blob_stream(layer.digest.as_str()).await,
         }
         .map_err(|e| src.err(&e))?;
 

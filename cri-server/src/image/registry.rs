@@ -1,23 +1,17 @@
 //! Talking to registries: per-host settings from `crius.toml` (mirrors, plain HTTP, extra
-//! CAs, credentials), credentials from the CRI request, and the HTTP client.
-//!
-//! The wire protocol (token and basic auth flows, blob and manifest requests) is the
-//! `oci-client` crate's: maintained by the ORAS/Krustlet people, async on reqwest, and it
-//! streams blobs. Two of its traits shape this module: it caches credentials per registry for
-//! the life of a client, so a pull with explicit credentials gets a client of its own (a
-//! wrong password must not stick); and it has no TLS client certificates, so `crius.toml` has
-//! no such key yet.
+//! CAs, TLS client certificates, credentials), credentials from the CRI request, and the
+//! HTTP clients the pulls use ([`distribution`]).
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
-use oci_client::secrets::RegistryAuth;
 use serde::{Deserialize, Serialize};
 
+pub mod distribution;
+
+use self::distribution::{error_chain, DistributionError, RegistryAuth, RepositoryClient};
 use super::{ImageError, RegistryFailure};
 
 /// `[registry]` in `crius.toml`.
@@ -47,21 +41,72 @@ fn default_downloads() -> usize {
 
 /// `[registry.hosts."<host>"]`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawHostConfig")]
 pub struct HostConfig {
     /// Mirrors tried in order before the host itself: `https://mirror.example` or
     /// `http://127.0.0.1:5001` (the scheme says whether TLS is used).
-    #[serde(default)]
     pub mirrors: Vec<String>,
     /// Speak plain HTTP to this host.
-    #[serde(default)]
     pub insecure: bool,
     /// Extra PEM CA certificates trusted for registries.
-    #[serde(default)]
     pub ca_files: Vec<PathBuf>,
+    /// PEM certificate (chain) presented to this host when it asks for a client certificate;
+    /// set together with `client_key`. Read at each pull, so a renewed pair is picked up.
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert` (PKCS#8, PKCS#1 or SEC1).
+    pub client_key: Option<PathBuf>,
     /// Credentials used when the request carries none.
-    #[serde(default)]
     pub auth: Option<AuthConfig>,
+}
+
+impl HostConfig {
+    /// The one rule serde cannot say: the client certificate and key come as a pair.
+    pub fn validate(&self) -> Result<(), String> {
+        match (&self.client_cert, &self.client_key) {
+            (Some(_), None) => {
+                Err("client_cert is set but client_key is not: set both or neither".into())
+            }
+            (None, Some(_)) => {
+                Err("client_key is set but client_cert is not: set both or neither".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// [`HostConfig`] as written, validated on the way in so `crius.toml` errors name the keys.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHostConfig {
+    #[serde(default)]
+    mirrors: Vec<String>,
+    #[serde(default)]
+    insecure: bool,
+    #[serde(default)]
+    ca_files: Vec<PathBuf>,
+    #[serde(default)]
+    client_cert: Option<PathBuf>,
+    #[serde(default)]
+    client_key: Option<PathBuf>,
+    #[serde(default)]
+    auth: Option<AuthConfig>,
+}
+
+impl TryFrom<RawHostConfig> for HostConfig {
+    type Error = String;
+
+    fn try_from(r: RawHostConfig) -> Result<HostConfig, String> {
+        let h = HostConfig {
+            mirrors: r.mirrors,
+            insecure: r.insecure,
+            ca_files: r.ca_files,
+            client_cert: r.client_cert,
+            client_key: r.client_key,
+            auth: r.auth,
+        };
+        h.validate()?;
+        Ok(h)
+    }
 }
 
 /// Registry credentials, in the CRI's shape (and the config's).
@@ -127,13 +172,19 @@ pub struct Endpoint {
     pub mirror: bool,
 }
 
-/// Registry access for the daemon: settings plus a shared anonymous client.
+/// Registry access for the daemon: settings plus the HTTP clients (one shared, one per host
+/// that presents a client certificate).
 #[derive(Clone)]
 pub struct Registries {
     cfg: Arc<RegistryConfig>,
-    client_config: Arc<dyn Fn() -> ClientConfig + Send + Sync>,
-    anonymous: Arc<oci_client::Client>,
+    plain_http: Arc<Vec<String>>,
+    roots: Arc<Vec<reqwest::Certificate>>,
+    shared: reqwest::Client,
+    with_identity: Arc<Mutex<HashMap<String, IdentityClient>>>,
 }
+
+/// A host's client presenting a certificate, and the PEM (cert then key) it was built from.
+type IdentityClient = (Vec<u8>, reqwest::Client);
 
 impl std::fmt::Debug for Registries {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -144,11 +195,15 @@ impl std::fmt::Debug for Registries {
 }
 
 impl Registries {
-    /// Builds the client settings; unreadable CA files are an error naming the file.
+    /// Builds the shared client; an unreadable or non-PEM CA file, or a host with only half
+    /// of a client certificate pair, is an error naming it.
     pub fn new(cfg: RegistryConfig) -> Result<Registries, ImageError> {
         let mut plain_http: Vec<String> = Vec::new();
-        let mut roots: Vec<Vec<u8>> = Vec::new();
+        let mut roots: Vec<reqwest::Certificate> = Vec::new();
         for (host, h) in &cfg.hosts {
+            h.validate().map_err(|m| {
+                ImageError::InvalidArgument(format!("registry.hosts.{host:?}: {m}"))
+            })?;
             if h.insecure {
                 plain_http.push(host.clone());
             }
@@ -159,36 +214,28 @@ impl Registries {
                 }
             }
             for f in &h.ca_files {
-                let pem = std::fs::read(f).map_err(|e| {
-                    ImageError::io(
-                        format!("registry.hosts.{host:?}.ca_files: {}", f.display()),
-                        e,
-                    )
+                let what = || format!("registry.hosts.{host:?}.ca_files: {}", f.display());
+                let pem = std::fs::read(f).map_err(|e| ImageError::io(what(), e))?;
+                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                    ImageError::InvalidArgument(format!("{}: {}", what(), error_chain(&e)))
                 })?;
-                roots.push(pem);
+                if certs.is_empty() {
+                    return Err(ImageError::InvalidArgument(format!(
+                        "{}: no PEM certificate in it",
+                        what()
+                    )));
+                }
+                roots.extend(certs);
             }
         }
-        let downloads = cfg.max_concurrent_downloads.max(1);
-        let client_config = Arc::new(move || ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(plain_http.clone()),
-            extra_root_certificates: roots
-                .iter()
-                .map(|pem| Certificate {
-                    encoding: CertificateEncoding::Pem,
-                    data: pem.clone(),
-                })
-                .collect(),
-            max_concurrent_download: downloads,
-            connect_timeout: Some(std::time::Duration::from_secs(10)),
-            read_timeout: Some(std::time::Duration::from_secs(60)),
-            user_agent: concat!("crius/", env!("CARGO_PKG_VERSION")),
-            ..Default::default()
-        });
-        let anonymous = Arc::new(oci_client::Client::new(client_config()));
+        let shared = build_client(&roots, None)
+            .map_err(|e| ImageError::Internal(format!("registry HTTP client: {e}")))?;
         Ok(Registries {
             cfg: Arc::new(cfg),
-            client_config,
-            anonymous,
+            plain_http: Arc::new(plain_http),
+            roots: Arc::new(roots),
+            shared,
+            with_identity: Arc::default(),
         })
     }
 
@@ -238,14 +285,81 @@ impl Registries {
         }
     }
 
-    /// A client for one pull: the shared one when anonymous, a fresh one with credentials.
-    pub fn client(&self, auth: &RegistryAuth) -> Arc<oci_client::Client> {
-        if *auth == RegistryAuth::Anonymous {
-            self.anonymous.clone()
-        } else {
-            Arc::new(oci_client::Client::new((self.client_config)()))
-        }
+    /// A client for `repository` at `host` (an endpoint: the origin or a mirror) for one
+    /// pull. A host with `client_cert` gets a client presenting it; its files are read now,
+    /// and the error names the file that cannot be used.
+    pub fn client(
+        &self,
+        host: &str,
+        repository: &str,
+        auth: RegistryAuth,
+    ) -> Result<RepositoryClient, String> {
+        let http = match self.cfg.hosts.get(host) {
+            Some(HostConfig {
+                client_cert: Some(cert),
+                client_key: Some(key),
+                ..
+            }) => self.identity_client(host, cert, key)?,
+            _ => self.shared.clone(),
+        };
+        let plain = self.plain_http.iter().any(|h| h == host);
+        Ok(RepositoryClient::new(http, host, plain, repository, auth))
     }
+
+    /// The client presenting `cert`/`key`, rebuilt when the files' contents changed.
+    fn identity_client(
+        &self,
+        host: &str,
+        cert: &Path,
+        key: &Path,
+    ) -> Result<reqwest::Client, String> {
+        let read = |key_name: &str, p: &Path, marker: &str| -> Result<Vec<u8>, String> {
+            let what = format!("registry.hosts.{host:?}.{key_name} {}", p.display());
+            let pem = std::fs::read(p).map_err(|e| format!("{what}: {e}"))?;
+            if !String::from_utf8_lossy(&pem).contains(marker) {
+                return Err(format!("{what}: no PEM block containing {marker:?}"));
+            }
+            Ok(pem)
+        };
+        let mut pem = read("client_cert", cert, "CERTIFICATE-----")?;
+        pem.push(b'\n');
+        pem.extend(read("client_key", key, "PRIVATE KEY-----")?);
+        let mut cache = self.with_identity.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((cached, client)) = cache.get(host) {
+            if *cached == pem {
+                return Ok(client.clone());
+            }
+        }
+        let pair = || {
+            format!(
+                "registry.hosts.{host:?}: client_cert {} with client_key {}",
+                cert.display(),
+                key.display()
+            )
+        };
+        let identity = reqwest::Identity::from_pem(&pem)
+            .map_err(|e| format!("{}: {}", pair(), error_chain(&e)))?;
+        let client =
+            build_client(&self.roots, Some(identity)).map_err(|e| format!("{}: {}", pair(), e))?;
+        cache.insert(host.to_string(), (pem, client.clone()));
+        Ok(client)
+    }
+}
+
+/// A reqwest client trusting the system roots plus `roots`, presenting `identity` if any.
+fn build_client(
+    roots: &[reqwest::Certificate],
+    identity: Option<reqwest::Identity>,
+) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .tls_certs_merge(roots.iter().cloned())
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .read_timeout(std::time::Duration::from_secs(60))
+        .user_agent(concat!("crius/", env!("CARGO_PKG_VERSION")));
+    if let Some(id) = identity {
+        b = b.identity(id);
+    }
+    b.build().map_err(|e| error_chain(&e))
 }
 
 /// `http://h:p/path` → (true, `h:p`); `https://h` and bare `h` → (false, `h`).
@@ -260,72 +374,56 @@ fn split_mirror(m: &str) -> (bool, String) {
     (http, rest.split('/').next().unwrap_or(rest).to_string())
 }
 
-/// Classifies an oci-client error and says what happened in plain words.
-pub fn classify(e: &OciDistributionError) -> (RegistryFailure, String) {
-    use OciDistributionError as E;
-    match e {
-        E::AuthenticationFailure(m) => (
-            RegistryFailure::Unauthorized,
-            format!("authentication failed: {m}"),
-        ),
-        E::UnauthorizedError { url } => (
-            RegistryFailure::Unauthorized,
-            format!("401 unauthorized at {url}"),
-        ),
-        E::ImageManifestNotFoundError(m) => (
-            RegistryFailure::NotFound,
-            format!("manifest not found: {m}"),
-        ),
-        E::RegistryError { envelope, url } => {
-            let codes: Vec<String> = envelope
-                .errors
-                .iter()
-                .map(|x| format!("{:?}", x.code))
-                .collect();
-            let text = format!("registry error at {url}: {envelope}");
+/// Classifies a registry error and says what happened in plain words.
+pub fn classify(e: &DistributionError) -> (RegistryFailure, String) {
+    use DistributionError as E;
+    let mut text = e.to_string();
+    let kind = match e {
+        E::Status { status, codes, .. } => {
             let joined = codes.join(",").to_ascii_uppercase();
-            let kind = if joined.contains("UNKNOWN") {
-                RegistryFailure::NotFound
-            } else if joined.contains("UNAUTHORIZED") || joined.contains("DENIED") {
-                RegistryFailure::Unauthorized
-            } else {
-                RegistryFailure::Other
-            };
-            (kind, text)
-        }
-        E::ServerError { code, url, message } => {
-            let kind = match code {
+            match status {
                 401 | 403 => RegistryFailure::Unauthorized,
                 404 => RegistryFailure::NotFound,
+                _ if joined.contains("UNKNOWN") => RegistryFailure::NotFound,
+                _ if joined.contains("UNAUTHORIZED") || joined.contains("DENIED") => {
+                    RegistryFailure::Unauthorized
+                }
                 _ => RegistryFailure::Other,
-            };
-            (kind, format!("HTTP {code} at {url}: {message}"))
+            }
         }
-        E::RequestError(r) => {
-            let kind = if r.is_connect() || r.is_timeout() {
+        E::Auth { .. } => RegistryFailure::Unauthorized,
+        E::Request { source, .. } => {
+            if rejected_client_certificate(&text) {
+                text.push_str(
+                    " (the registry refused the TLS client certificate, or its absence: \
+                     see client_cert and client_key for this host)",
+                );
+                RegistryFailure::Unauthorized
+            } else if source.is_connect() || source.is_timeout() {
                 RegistryFailure::Unreachable
             } else {
                 RegistryFailure::Other
-            };
-            (kind, format!("request failed: {}", error_chain(r)))
+            }
         }
-        other => (RegistryFailure::Other, other.to_string()),
-    }
+        E::TooLarge { .. } => RegistryFailure::Other,
+    };
+    (kind, text)
 }
 
-/// An error and its sources on one line (reqwest hides the cause, e.g. "connection refused").
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
+/// Whether an error chain holds a TLS alert refusing the client certificate.
+fn rejected_client_certificate(chain: &str) -> bool {
+    chain.contains("alert")
+        && [
+            "CertificateRequired",
+            "BadCertificate",
+            "UnknownCA",
+            "CertificateUnknown",
+            "AccessDenied",
+            "CertificateExpired",
+            "CertificateRevoked",
+        ]
+        .iter()
+        .any(|a| chain.contains(a))
 }
 
 #[cfg(test)]
@@ -394,5 +492,40 @@ mod tests {
             Ok(RegistryAuth::Bearer("t".into()))
         );
         assert_eq!(r.credentials("other", None), Ok(RegistryAuth::Anonymous));
+    }
+
+    #[test]
+    fn client_certificate_keys_come_in_pairs() {
+        let parse = |t: &str| toml::from_str::<RegistryConfig>(t).map_err(|e| e.to_string());
+        let both = parse(
+            "[hosts.\"r:5000\"]\nclient_cert = \"/c.pem\"\nclient_key = \"/k.pem\"\nca_files = [\"/ca.pem\"]\n",
+        )
+        .expect("a pair parses");
+        let h = &both.hosts["r:5000"];
+        assert_eq!(
+            h.client_cert.as_deref(),
+            Some(std::path::Path::new("/c.pem"))
+        );
+        assert_eq!(
+            h.client_key.as_deref(),
+            Some(std::path::Path::new("/k.pem"))
+        );
+        for half in ["client_cert = \"/c.pem\"", "client_key = \"/k.pem\""] {
+            let e = parse(&format!("[hosts.\"r:5000\"]\n{half}\n")).expect_err("half a pair");
+            assert!(e.contains("client_cert") && e.contains("client_key"), "{e}");
+        }
+        let e = parse("[hosts.\"r\"]\nclient_certs = \"/c\"\n").expect_err("unknown key");
+        assert!(e.contains("client_certs"), "{e}");
+        // Built in code, the same rule holds when the registries are set up.
+        let mut cfg = RegistryConfig::default();
+        cfg.hosts.insert(
+            "r".into(),
+            HostConfig {
+                client_key: Some("/k.pem".into()),
+                ..Default::default()
+            },
+        );
+        let e = Registries::new(cfg).expect_err("half a pair").to_string();
+        assert!(e.contains("client_cert") && e.contains("\"r\""), "{e}");
     }
 }

@@ -2,7 +2,6 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use tokio::sync::RwLock;
 
@@ -17,7 +16,7 @@ use super::reference::Reference;
 use super::registry::{AuthConfig, Registries, RegistryConfig};
 use super::snapshot::Snapshots;
 use super::ImageError;
-use crate::store::{Store, IMAGES};
+use crate::store::{Store, IMAGES, LEASES};
 
 /// Disk used by images.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +39,6 @@ pub struct ImageService {
     /// Pulls and imports hold it shared; collection holds it exclusively, so it never takes
     /// what a pull has stored but not yet recorded.
     gc_lock: RwLock<()>,
-    leases: Mutex<HashSet<Digest>>,
 }
 
 impl ImageService {
@@ -66,7 +64,6 @@ impl ImageService {
             snapshots,
             puller,
             gc_lock: RwLock::new(()),
-            leases: Mutex::new(HashSet::new()),
         };
         svc.content.clean_ingest().await;
         svc.snapshots.clean().await?;
@@ -185,30 +182,21 @@ impl ImageService {
         Ok(Some(rec))
     }
 
-    /// Marks a snapshot chain as used by a container (kept by collection).
-    pub fn lease(&self, chain_id: Digest) {
-        self.leases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(chain_id);
-    }
-
-    /// Ends a lease.
-    pub fn release(&self, chain_id: &Digest) {
-        self.leases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(chain_id);
+    /// Snapshot chains leased by sandboxes and containers (the `LEASES` table, which
+    /// their lifecycle writes in the same transaction as their records).
+    fn leased(&self) -> Result<HashSet<Digest>, ImageError> {
+        Ok(self
+            .store
+            .list::<Digest>(LEASES)?
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect())
     }
 
     /// Collects unreferenced blobs and snapshots.
     pub async fn gc(&self) -> Result<GcStats, ImageError> {
         let _exclusive = self.gc_lock.write().await;
-        let leased = self
-            .leases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let leased = self.leased()?;
         gc::collect(&self.store, &self.content, &self.snapshots, &leased).await
     }
 

@@ -3,6 +3,7 @@
 
 pub(crate) mod convert;
 pub mod image;
+mod reply;
 pub mod runtime;
 pub mod serve;
 

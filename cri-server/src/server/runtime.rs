@@ -5,7 +5,10 @@ use std::sync::Arc;
 use crius_proto::cri::{self, runtime_service_server::RuntimeService};
 use tonic::{Request, Response, Status};
 
-use super::unimplemented;
+use super::{convert, reply, unimplemented};
+use crate::container::record::ContainerRecord;
+use crate::pods::{PodError, Pods};
+use crate::sandbox::record::SandboxRecord;
 use crate::status::RuntimeStatus;
 
 /// CRI `runtime_name` reported by `Version`.
@@ -17,13 +20,48 @@ pub const RUNTIME_API_VERSION: &str = "v1";
 #[derive(Clone)]
 pub struct Runtime {
     status: Arc<RuntimeStatus>,
+    pods: Arc<Pods>,
 }
 
 impl Runtime {
-    /// A RuntimeService answering from `status`.
-    pub fn new(status: Arc<RuntimeStatus>) -> Self {
-        Runtime { status }
+    /// A RuntimeService answering from `status` and running pods through `pods`.
+    pub fn new(status: Arc<RuntimeStatus>, pods: Arc<Pods>) -> Self {
+        Runtime { status, pods }
     }
+
+    async fn stats_of(&self, rec: &ContainerRecord) -> Result<cri::ContainerStats, Status> {
+        let usage = self.pods.container_usage(rec).await.map_err(to_status)?;
+        Ok(reply::container_stats(rec, &usage, &self.pods.rw_root()))
+    }
+
+    async fn pod_stats_of(&self, rec: &SandboxRecord) -> Result<cri::PodSandboxStats, Status> {
+        let mut containers = Vec::new();
+        for c in self.pods.containers_where(|c| c.sandbox_id == rec.id) {
+            containers.push(self.stats_of(&c).await?);
+        }
+        Ok(reply::pod_sandbox_stats(rec, containers))
+    }
+}
+
+/// The gRPC status of a pod or container error.
+pub fn to_status(e: PodError) -> Status {
+    match e {
+        PodError::InvalidArgument(m) => Status::invalid_argument(m),
+        PodError::NotFound(m) => Status::not_found(m),
+        PodError::AlreadyExists(m) => Status::already_exists(m),
+        PodError::FailedPrecondition(m) => Status::failed_precondition(m),
+        PodError::DeadlineExceeded(m) => Status::deadline_exceeded(m),
+        PodError::Unavailable(m) => Status::unavailable(m),
+        PodError::Internal(m) => Status::internal(m),
+    }
+}
+
+/// A label selector matches when every key is present with the same value.
+fn labels_match(
+    labels: &std::collections::BTreeMap<String, String>,
+    selector: &std::collections::HashMap<String, String>,
+) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 type R<T> = Result<Response<T>, Status>;
@@ -59,134 +97,335 @@ impl RuntimeService for Runtime {
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus { conditions }),
             info,
-            runtime_handlers: Vec::new(),
+            runtime_handlers: self
+                .pods
+                .handlers()
+                .names()
+                .filter(|(_, usable)| *usable)
+                .map(|(name, _)| cri::RuntimeHandler {
+                    name: name.to_string(),
+                    features: Some(cri::RuntimeHandlerFeatures {
+                        recursive_read_only_mounts: false,
+                        user_namespaces: false,
+                    }),
+                })
+                .collect(),
             features: None,
         }))
     }
 
     async fn run_pod_sandbox(
         &self,
-        _r: Request<cri::RunPodSandboxRequest>,
+        r: Request<cri::RunPodSandboxRequest>,
     ) -> R<cri::RunPodSandboxResponse> {
-        Err(unimplemented("RunPodSandbox"))
+        let r = r.into_inner();
+        let config = r
+            .config
+            .ok_or_else(|| Status::invalid_argument("config is missing"))?;
+        let config = convert::pod_config(config)?;
+        let id = self
+            .pods
+            .run_sandbox(config, &r.runtime_handler)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(cri::RunPodSandboxResponse {
+            pod_sandbox_id: id,
+        }))
     }
+
     async fn stop_pod_sandbox(
         &self,
-        _r: Request<cri::StopPodSandboxRequest>,
+        r: Request<cri::StopPodSandboxRequest>,
     ) -> R<cri::StopPodSandboxResponse> {
-        Err(unimplemented("StopPodSandbox"))
+        let id = r.into_inner().pod_sandbox_id;
+        self.pods.stop_sandbox(&id).await.map_err(to_status)?;
+        Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
+
     async fn remove_pod_sandbox(
         &self,
-        _r: Request<cri::RemovePodSandboxRequest>,
+        r: Request<cri::RemovePodSandboxRequest>,
     ) -> R<cri::RemovePodSandboxResponse> {
-        Err(unimplemented("RemovePodSandbox"))
+        let id = r.into_inner().pod_sandbox_id;
+        self.pods.remove_sandbox(&id).await.map_err(to_status)?;
+        Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
+
     async fn pod_sandbox_status(
         &self,
-        _r: Request<cri::PodSandboxStatusRequest>,
+        r: Request<cri::PodSandboxStatusRequest>,
     ) -> R<cri::PodSandboxStatusResponse> {
-        Err(unimplemented("PodSandboxStatus"))
+        let r = r.into_inner();
+        let rec = self
+            .pods
+            .sandbox(&r.pod_sandbox_id)
+            .map_err(to_status)?
+            .ok_or_else(|| {
+                Status::not_found(format!("pod sandbox {:?} not found", r.pod_sandbox_id))
+            })?;
+        Ok(Response::new(cri::PodSandboxStatusResponse {
+            status: Some(reply::pod_sandbox_status(&rec)),
+            info: if r.verbose {
+                reply::pod_sandbox_info(&rec)
+            } else {
+                Default::default()
+            },
+            containers_statuses: Vec::new(),
+            timestamp: crate::pods::now_ns(),
+        }))
     }
+
     async fn list_pod_sandbox(
         &self,
-        _r: Request<cri::ListPodSandboxRequest>,
+        r: Request<cri::ListPodSandboxRequest>,
     ) -> R<cri::ListPodSandboxResponse> {
-        Err(unimplemented("ListPodSandbox"))
+        let filter = r.into_inner().filter.unwrap_or_default();
+        let items = self
+            .pods
+            .sandboxes()
+            .iter()
+            .filter(|s| s.id.starts_with(&filter.id))
+            .filter(|s| {
+                filter
+                    .state
+                    .as_ref()
+                    .is_none_or(|st| reply::pod_sandbox(s).state == st.state)
+            })
+            .filter(|s| labels_match(&s.config.labels, &filter.label_selector))
+            .map(reply::pod_sandbox)
+            .collect();
+        Ok(Response::new(cri::ListPodSandboxResponse { items }))
     }
+
     async fn create_container(
         &self,
-        _r: Request<cri::CreateContainerRequest>,
+        r: Request<cri::CreateContainerRequest>,
     ) -> R<cri::CreateContainerResponse> {
-        Err(unimplemented("CreateContainer"))
+        let r = r.into_inner();
+        if r.pod_sandbox_id.is_empty() {
+            return Err(Status::invalid_argument("pod_sandbox_id is empty"));
+        }
+        let config = r
+            .config
+            .ok_or_else(|| Status::invalid_argument("config is missing"))?;
+        let config = convert::container_config(config)?;
+        let id = self
+            .pods
+            .create_container(&r.pod_sandbox_id, config)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(cri::CreateContainerResponse {
+            container_id: id,
+        }))
     }
+
     async fn start_container(
         &self,
-        _r: Request<cri::StartContainerRequest>,
+        r: Request<cri::StartContainerRequest>,
     ) -> R<cri::StartContainerResponse> {
-        Err(unimplemented("StartContainer"))
+        let id = r.into_inner().container_id;
+        self.pods.start_container(&id).await.map_err(to_status)?;
+        Ok(Response::new(cri::StartContainerResponse {}))
     }
+
     async fn stop_container(
         &self,
-        _r: Request<cri::StopContainerRequest>,
+        r: Request<cri::StopContainerRequest>,
     ) -> R<cri::StopContainerResponse> {
-        Err(unimplemented("StopContainer"))
+        let r = r.into_inner();
+        self.pods
+            .stop_container(&r.container_id, r.timeout)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(cri::StopContainerResponse {}))
     }
+
     async fn remove_container(
         &self,
-        _r: Request<cri::RemoveContainerRequest>,
+        r: Request<cri::RemoveContainerRequest>,
     ) -> R<cri::RemoveContainerResponse> {
-        Err(unimplemented("RemoveContainer"))
+        let id = r.into_inner().container_id;
+        self.pods.remove_container(&id).await.map_err(to_status)?;
+        Ok(Response::new(cri::RemoveContainerResponse {}))
     }
+
     async fn list_containers(
         &self,
-        _r: Request<cri::ListContainersRequest>,
+        r: Request<cri::ListContainersRequest>,
     ) -> R<cri::ListContainersResponse> {
-        Err(unimplemented("ListContainers"))
+        let f = r.into_inner().filter.unwrap_or_default();
+        let containers = self
+            .pods
+            .containers_where(|c| {
+                c.id.starts_with(&f.id)
+                    && c.sandbox_id.starts_with(&f.pod_sandbox_id)
+                    && f.state
+                        .as_ref()
+                        .is_none_or(|st| reply::container_state_code(c.state) == st.state)
+                    && labels_match(&c.config.labels, &f.label_selector)
+            })
+            .iter()
+            .map(reply::container)
+            .collect();
+        Ok(Response::new(cri::ListContainersResponse { containers }))
     }
+
     async fn container_status(
         &self,
-        _r: Request<cri::ContainerStatusRequest>,
+        r: Request<cri::ContainerStatusRequest>,
     ) -> R<cri::ContainerStatusResponse> {
-        Err(unimplemented("ContainerStatus"))
+        let r = r.into_inner();
+        let rec = self
+            .pods
+            .container(&r.container_id)
+            .map_err(to_status)?
+            .ok_or_else(|| {
+                Status::not_found(format!("container {:?} not found", r.container_id))
+            })?;
+        let info = if r.verbose {
+            let handler = self
+                .pods
+                .sandbox(&rec.sandbox_id)
+                .ok()
+                .flatten()
+                .map(|s| s.handler)
+                .unwrap_or_default();
+            reply::container_info(&rec, &handler)
+        } else {
+            Default::default()
+        };
+        Ok(Response::new(cri::ContainerStatusResponse {
+            status: Some(reply::container_status(&rec)),
+            info,
+        }))
     }
+
     async fn update_container_resources(
         &self,
-        _r: Request<cri::UpdateContainerResourcesRequest>,
+        r: Request<cri::UpdateContainerResourcesRequest>,
     ) -> R<cri::UpdateContainerResourcesResponse> {
-        Err(unimplemented("UpdateContainerResources"))
+        let r = r.into_inner();
+        let linux = r
+            .linux
+            .ok_or_else(|| Status::invalid_argument("linux is missing"))?;
+        let resources = convert::resources(linux)?;
+        self.pods
+            .update_resources(&r.container_id, resources, r.annotations)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
+
     async fn reopen_container_log(
         &self,
-        _r: Request<cri::ReopenContainerLogRequest>,
+        r: Request<cri::ReopenContainerLogRequest>,
     ) -> R<cri::ReopenContainerLogResponse> {
-        Err(unimplemented("ReopenContainerLog"))
+        let id = r.into_inner().container_id;
+        self.pods.reopen_log(&id).await.map_err(to_status)?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
-    async fn exec_sync(&self, _r: Request<cri::ExecSyncRequest>) -> R<cri::ExecSyncResponse> {
-        Err(unimplemented("ExecSync"))
+
+    async fn exec_sync(&self, r: Request<cri::ExecSyncRequest>) -> R<cri::ExecSyncResponse> {
+        let r = r.into_inner();
+        let timeout = std::time::Duration::from_secs(u64::try_from(r.timeout).unwrap_or(0));
+        let out = self
+            .pods
+            .exec_sync(&r.container_id, r.cmd, timeout)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(cri::ExecSyncResponse {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.exit_code,
+        }))
     }
+
     async fn exec(&self, _r: Request<cri::ExecRequest>) -> R<cri::ExecResponse> {
         Err(unimplemented("Exec"))
     }
+
     async fn attach(&self, _r: Request<cri::AttachRequest>) -> R<cri::AttachResponse> {
         Err(unimplemented("Attach"))
     }
+
     async fn port_forward(
         &self,
         _r: Request<cri::PortForwardRequest>,
     ) -> R<cri::PortForwardResponse> {
         Err(unimplemented("PortForward"))
     }
+
     async fn container_stats(
         &self,
-        _r: Request<cri::ContainerStatsRequest>,
+        r: Request<cri::ContainerStatsRequest>,
     ) -> R<cri::ContainerStatsResponse> {
-        Err(unimplemented("ContainerStats"))
+        let id = r.into_inner().container_id;
+        let rec = self
+            .pods
+            .container(&id)
+            .map_err(to_status)?
+            .ok_or_else(|| Status::not_found(format!("container {id:?} not found")))?;
+        let stats = self.stats_of(&rec).await?;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(stats),
+        }))
     }
+
     async fn list_container_stats(
         &self,
-        _r: Request<cri::ListContainerStatsRequest>,
+        r: Request<cri::ListContainerStatsRequest>,
     ) -> R<cri::ListContainerStatsResponse> {
-        Err(unimplemented("ListContainerStats"))
+        let f = r.into_inner().filter.unwrap_or_default();
+        let recs = self.pods.containers_where(|c| {
+            c.id.starts_with(&f.id)
+                && c.sandbox_id.starts_with(&f.pod_sandbox_id)
+                && labels_match(&c.config.labels, &f.label_selector)
+        });
+        let mut stats = Vec::with_capacity(recs.len());
+        for rec in &recs {
+            stats.push(self.stats_of(rec).await?);
+        }
+        Ok(Response::new(cri::ListContainerStatsResponse { stats }))
     }
+
     async fn pod_sandbox_stats(
         &self,
-        _r: Request<cri::PodSandboxStatsRequest>,
+        r: Request<cri::PodSandboxStatsRequest>,
     ) -> R<cri::PodSandboxStatsResponse> {
-        Err(unimplemented("PodSandboxStats"))
+        let id = r.into_inner().pod_sandbox_id;
+        let rec = self
+            .pods
+            .sandbox(&id)
+            .map_err(to_status)?
+            .ok_or_else(|| Status::not_found(format!("pod sandbox {id:?} not found")))?;
+        let stats = self.pod_stats_of(&rec).await?;
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
     }
+
     async fn list_pod_sandbox_stats(
         &self,
-        _r: Request<cri::ListPodSandboxStatsRequest>,
+        r: Request<cri::ListPodSandboxStatsRequest>,
     ) -> R<cri::ListPodSandboxStatsResponse> {
-        Err(unimplemented("ListPodSandboxStats"))
+        let f = r.into_inner().filter.unwrap_or_default();
+        let mut stats = Vec::new();
+        for rec in self.pods.sandboxes() {
+            if rec.id.starts_with(&f.id) && labels_match(&rec.config.labels, &f.label_selector) {
+                stats.push(self.pod_stats_of(&rec).await?);
+            }
+        }
+        Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
     }
+
     async fn update_runtime_config(
         &self,
         _r: Request<cri::UpdateRuntimeConfigRequest>,
     ) -> R<cri::UpdateRuntimeConfigResponse> {
-        Err(unimplemented("UpdateRuntimeConfig"))
+        // The pod CIDR matters to CNI's ipRanges (issue 6); nothing else is configurable.
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }
+
     async fn checkpoint_container(
         &self,
         _r: Request<cri::CheckpointContainerRequest>,
@@ -201,7 +440,30 @@ impl RuntimeService for Runtime {
         &self,
         _r: Request<cri::GetEventsRequest>,
     ) -> R<Self::GetContainerEventsStream> {
-        Err(unimplemented("GetContainerEvents"))
+        let mut events = self.pods.subscribe();
+        let pods = self.pods.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(128);
+        tokio::spawn(async move {
+            loop {
+                let e = match events.recv().await {
+                    Ok(e) => e,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "container events subscriber lagged");
+                        continue;
+                    }
+                    Err(_) => break,
+                };
+                let sandbox = pods.sandbox(&e.sandbox_id).ok().flatten();
+                let container = pods.container(&e.container_id).ok().flatten();
+                let msg = reply::container_event(&e, sandbox.as_ref(), container.as_ref());
+                if tx.send(Ok(msg)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
     }
     async fn list_metric_descriptors(
         &self,

@@ -37,6 +37,7 @@ pub async fn serve(
     path: &Path,
     status: Arc<RuntimeStatus>,
     images: Arc<crate::image::ImageService>,
+    pods: Arc<crate::pods::Pods>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let sock_err = |source| ServeError::Socket {
@@ -62,7 +63,7 @@ pub async fn serve(
         let _ = signalled_tx.send(());
     };
     let server = tonic::transport::Server::builder()
-        .add_service(RuntimeServiceServer::new(Runtime::new(status)))
+        .add_service(RuntimeServiceServer::new(Runtime::new(status, pods)))
         .add_service(ImageServiceServer::new(Images::new(images)))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signalled);
     let grace = async {

@@ -1,0 +1,233 @@
+//! CreateContainer: reserve the name, mount the writable layer over the image, build the
+//! OCI spec and create the task in the pod's shim.
+//!
+//! As with sandboxes, the record is written as `Creating` (with name and image lease)
+//! before anything is made, and every step is undone on failure or at recovery.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crius_handlers::shim;
+use runtime_v2_api::CreateTask;
+
+use super::config::ContainerConfig;
+use super::log::LogPipe;
+use super::record::{ContainerRecord, ContainerState};
+use crate::pods::{lock, new_id, now_ns, ContainerEventKind, PodError, Pods};
+use crate::sandbox::record::SandboxState;
+use crate::spec;
+use crate::store::{CONTAINERS, LEASES, NAMES};
+
+impl Pods {
+    /// Creates a container in sandbox `sandbox_id` and returns its id.
+    pub async fn create_container(
+        self: &Arc<Self>,
+        sandbox_id: &str,
+        config: ContainerConfig,
+    ) -> Result<String, PodError> {
+        let sandbox = self
+            .sandbox(sandbox_id)?
+            .ok_or_else(|| PodError::NotFound(format!("pod sandbox {sandbox_id:?} not found")))?;
+        if sandbox.state != SandboxState::Ready {
+            return Err(PodError::FailedPrecondition(format!(
+                "pod sandbox {} is not ready ({:?})",
+                sandbox.id, sandbox.state
+            )));
+        }
+        let image = self
+            .images
+            .resolve(&config.image)?
+            .ok_or_else(|| PodError::NotFound(format!("image {:?} not found", config.image)))?;
+        let chain = image
+            .top_chain_id()
+            .cloned()
+            .ok_or_else(|| PodError::Internal(format!("image {} has no layers", image.id)))?;
+        let m = &sandbox.config.metadata;
+        let name = format!(
+            "{}_{}_{}_{}_{}",
+            config.metadata.name, m.name, m.namespace, m.uid, config.metadata.attempt
+        );
+        let log_path = match (&sandbox.config.log_directory, &config.log_path) {
+            (dir, p) if !dir.is_empty() && !p.is_empty() => {
+                PathBuf::from(dir).join(p).display().to_string()
+            }
+            _ => String::new(),
+        };
+        let id = new_id()?;
+        let _guard = self.locks.lock(&id).await;
+        let image_ref = image
+            .repo_digests
+            .first()
+            .cloned()
+            .unwrap_or_else(|| image.id.to_string());
+        let rec = ContainerRecord {
+            id: id.clone(),
+            sandbox_id: sandbox.id.clone(),
+            name: name.clone(),
+            image_name: config.image.clone(),
+            config,
+            image_id: image.id.to_string(),
+            image_ref,
+            state: ContainerState::Creating,
+            created_at: now_ns(),
+            started_at: 0,
+            exit: None,
+            oom_killed: false,
+            pid: 0,
+            log_path,
+            spec: None,
+            stop_signal: None,
+        };
+        let holder = self.store.update(|t| {
+            if let Some(holder) = t.get::<String>(NAMES, &name)? {
+                return Ok(Some(holder));
+            }
+            t.put(NAMES, &name, &id)?;
+            t.put(CONTAINERS, &id, &rec)?;
+            t.put(LEASES, &id, &chain)?;
+            Ok(None)
+        })?;
+        if let Some(holder) = holder {
+            return Err(PodError::AlreadyExists(format!(
+                "container name {name:?} is reserved by {holder}"
+            )));
+        }
+        lock(&self.records)
+            .containers
+            .insert(id.clone(), rec.clone());
+        match self.make_container(rec, &sandbox, &image, &chain).await {
+            Ok(()) => {
+                self.emit(&id, &sandbox.id, ContainerEventKind::Created);
+                Ok(id)
+            }
+            Err(e) => {
+                if let Err(te) = self.teardown_container(&id).await {
+                    tracing::warn!(container = %id, error = %te, "rolling back a failed container");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn make_container(
+        &self,
+        mut rec: ContainerRecord,
+        sandbox: &crate::sandbox::record::SandboxRecord,
+        image: &crate::image::record::ImageRecord,
+        chain: &crate::image::digest::Digest,
+    ) -> Result<(), PodError> {
+        let id = rec.id.clone();
+        let handler = self.handlers.lookup(&sandbox.handler)?;
+        let client = self.shim(&sandbox.id).ok_or_else(|| {
+            PodError::Unavailable(format!(
+                "the shim of pod sandbox {} is not connected",
+                sandbox.id
+            ))
+        })?;
+        let (image_config, _) = self.images.config(image).await?;
+        rec.stop_signal = image_config
+            .config
+            .as_ref()
+            .and_then(|c| c.stop_signal.clone());
+        let rootfs = self.mount_rootfs(&id, chain).await?;
+        let bundle = self.cfg.dirs.bundle(&id);
+        let files =
+            crate::sandbox::files::SandboxFiles::at(&self.cfg.dirs.sandboxes.join(&sandbox.id));
+        let paths = crate::sandbox::spec_paths(&files, sandbox.config.host_ipc());
+        let target_pid = self.target_pid(&rec.config, sandbox)?;
+        let cgroups_path = spec::cgroups_path(
+            sandbox.config.cgroup_parent(),
+            &id,
+            handler.handler.options.systemd_cgroup.unwrap_or(false),
+        );
+        let oci = tokio::task::block_in_place(|| {
+            spec::container_spec(&spec::ContainerSpecInput {
+                id: &id,
+                sandbox_id: &sandbox.id,
+                pod: &sandbox.config,
+                container: &rec.config,
+                image: &image_config,
+                image_name: &rec.image_name,
+                rootfs: &rootfs,
+                sandbox_pid: sandbox.pid,
+                target_pid,
+                paths: &paths,
+                cgroups_path,
+                host: &self.cfg.host,
+            })
+        })
+        .map_err(PodError::from)?;
+        spec::write_spec(&oci, &bundle).map_err(PodError::from)?;
+        rec.spec = serde_json::to_value(&oci).ok();
+        if !rec.log_path.is_empty() {
+            if let Some(dir) = std::path::Path::new(&rec.log_path).parent() {
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(|e| PodError::internal(format!("creating {}", dir.display()), e))?;
+            }
+        }
+        let (stdout, stderr) = if rec.log_path.is_empty() {
+            (String::new(), String::new())
+        } else if handler.is_crius_shim() {
+            let uri = format!("cri://{}", rec.log_path);
+            (uri.clone(), uri)
+        } else {
+            let out = bundle.join("stdout");
+            let err = bundle.join("stderr");
+            super::exec::make_fifo(&out)?;
+            let stderr = if rec.config.tty {
+                None
+            } else {
+                super::exec::make_fifo(&err)?;
+                Some(err.as_path())
+            };
+            let pipe = LogPipe::spawn(Some(PathBuf::from(&rec.log_path)), Some(&out), stderr)
+                .await
+                .map_err(|e| PodError::internal("container log", e))?;
+            lock(&self.log_pipes).insert(id.clone(), Arc::new(pipe));
+            let err = if rec.config.tty {
+                String::new()
+            } else {
+                err.display().to_string()
+            };
+            (out.display().to_string(), err)
+        };
+        rec.pid = client
+            .create(CreateTask {
+                id: id.clone(),
+                bundle,
+                rootfs: Vec::new(),
+                terminal: rec.config.tty,
+                stdin: String::new(),
+                stdout,
+                stderr,
+                options: shim::runc_options(&handler),
+            })
+            .await?;
+        rec.state = ContainerState::Created;
+        self.save_container(&rec)?;
+        Ok(())
+    }
+
+    /// The pid whose pid namespace a TARGET-mode container joins.
+    fn target_pid(
+        &self,
+        cfg: &ContainerConfig,
+        sandbox: &crate::sandbox::record::SandboxRecord,
+    ) -> Result<Option<u32>, PodError> {
+        let Some(target) = cfg.pid_target() else {
+            return Ok(None);
+        };
+        let t = self.container(target)?.ok_or_else(|| {
+            PodError::NotFound(format!(
+                "config.linux.security_context.namespace_options.target_id {target:?} not found"
+            ))
+        })?;
+        if t.sandbox_id != sandbox.id || t.state != ContainerState::Running {
+            return Err(PodError::FailedPrecondition(format!(
+                "config.linux.security_context.namespace_options.target_id {target:?} is not a running container of this pod"
+            )));
+        }
+        Ok(Some(t.pid))
+    }
+}

@@ -1,0 +1,81 @@
+//! UpdateContainerResources and ReopenContainerLog.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::config::Resources;
+use super::record::ContainerState;
+use crate::pods::{lock, PodError, Pods};
+use crate::spec;
+
+impl Pods {
+    /// Applies new resources to a created or running container and records them.
+    pub async fn update_resources(
+        self: &Arc<Self>,
+        id: &str,
+        resources: Resources,
+        annotations: HashMap<String, String>,
+    ) -> Result<(), PodError> {
+        let rec = self
+            .container(id)?
+            .ok_or_else(|| PodError::NotFound(format!("container {id:?} not found")))?;
+        let _guard = self.locks.lock(&rec.id).await;
+        if !matches!(rec.state, ContainerState::Created | ContainerState::Running) {
+            return Err(PodError::FailedPrecondition(format!(
+                "container {} is {:?}: only created or running containers can be updated",
+                rec.id, rec.state
+            )));
+        }
+        let client = self.shim(&rec.sandbox_id).ok_or_else(|| {
+            PodError::Unavailable(format!(
+                "the shim of pod sandbox {} is not connected",
+                rec.sandbox_id
+            ))
+        })?;
+        let linux = spec::oci_resources(&resources, &self.cfg.host, "linux.resources")
+            .map_err(PodError::from)?;
+        let json = serde_json::to_value(&linux).map_err(|e| PodError::internal("resources", e))?;
+        client.update(&rec.id, &json, annotations).await?;
+        self.update_container(&rec.id, |c| {
+            c.config.set_resources(resources);
+            if let Some(spec) = c.spec.as_mut() {
+                if let Some(l) = spec.get_mut("linux").and_then(|l| l.as_object_mut()) {
+                    l.insert("resources".into(), json.clone());
+                }
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Reopens a container's log file after the kubelet rotated it. A failed reopen is
+    /// returned and no file is created later on its own.
+    pub async fn reopen_log(self: &Arc<Self>, id: &str) -> Result<(), PodError> {
+        let rec = self
+            .container(id)?
+            .ok_or_else(|| PodError::NotFound(format!("container {id:?} not found")))?;
+        if rec.state != ContainerState::Running {
+            return Err(PodError::FailedPrecondition(format!(
+                "container {} is not running",
+                rec.id
+            )));
+        }
+        if rec.log_path.is_empty() {
+            return Ok(());
+        }
+        let pipe = lock(&self.log_pipes).get(&rec.id).cloned();
+        if let Some(pipe) = pipe {
+            return pipe
+                .reopen()
+                .await
+                .map_err(|e| PodError::internal(format!("reopening {}", rec.log_path), e));
+        }
+        let client = self.shim(&rec.sandbox_id).ok_or_else(|| {
+            PodError::Unavailable(format!(
+                "the shim of pod sandbox {} is not connected",
+                rec.sandbox_id
+            ))
+        })?;
+        client.reopen_log(&rec.id, "").await?;
+        Ok(())
+    }
+}

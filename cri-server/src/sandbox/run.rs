@@ -1,0 +1,221 @@
+//! RunPodSandbox: reserve the name, make the sandbox's files, netns and rootfs, and start
+//! the pause container through the handler's shim.
+//!
+//! The record is written as `Creating` (with the name and the image lease) before anything
+//! is made on the host; every later step is undone by [`Pods::teardown_sandbox`] on
+//! failure, and by recovery after a crash.
+
+use std::sync::Arc;
+
+use crius_handlers::{shim, Resolved};
+use runtime_v2_api::CreateTask;
+
+use super::config::PodConfig;
+use super::files::{SandboxFiles, SandboxFilesSpec, DEFAULT_SHM_SIZE};
+use super::record::{SandboxRecord, SandboxState};
+use crate::image::rootfs::{self, Overlay};
+use crate::network::netns::NetNs;
+use crate::pods::{lock, new_id, now_ns, PodError, Pods};
+use crate::spec;
+use crate::store::{LEASES, NAMES, SANDBOXES};
+
+/// The name a sandbox reserves: `<name>_<namespace>_<uid>_<attempt>`, as containerd does.
+pub fn reserved_name(cfg: &PodConfig) -> String {
+    let m = &cfg.metadata;
+    format!("{}_{}_{}_{}", m.name, m.namespace, m.uid, m.attempt)
+}
+
+impl Pods {
+    /// Runs a pod sandbox and returns its id.
+    pub async fn run_sandbox(
+        self: &Arc<Self>,
+        config: PodConfig,
+        handler_name: &str,
+    ) -> Result<String, PodError> {
+        let handler = self.handlers.lookup(handler_name)?;
+        let image = self
+            .images
+            .resolve(&self.cfg.sandbox_image)?
+            .ok_or_else(|| {
+                PodError::NotFound(format!(
+                    "sandbox image {:?} is not present",
+                    self.cfg.sandbox_image
+                ))
+            })?;
+        let chain = image.top_chain_id().cloned().ok_or_else(|| {
+            PodError::Internal(format!("sandbox image {} has no layers", image.id))
+        })?;
+        let id = new_id()?;
+        let name = reserved_name(&config);
+        let _guard = self.locks.lock(&id).await;
+        let rec = SandboxRecord {
+            id: id.clone(),
+            name: name.clone(),
+            config,
+            handler: handler.name.clone(),
+            state: SandboxState::Creating,
+            created_at: now_ns(),
+            netns: None,
+            pid: 0,
+            bootstrap: None,
+            image: image.id.to_string(),
+            spec: None,
+        };
+        let holder = self.store.update(|t| {
+            if let Some(holder) = t.get::<String>(NAMES, &name)? {
+                return Ok(Some(holder));
+            }
+            t.put(NAMES, &name, &id)?;
+            t.put(SANDBOXES, &id, &rec)?;
+            t.put(LEASES, &id, &chain)?;
+            Ok(None)
+        })?;
+        if let Some(holder) = holder {
+            return Err(PodError::AlreadyExists(format!(
+                "pod sandbox name {name:?} is reserved by {holder}"
+            )));
+        }
+        lock(&self.records)
+            .sandboxes
+            .insert(id.clone(), rec.clone());
+        match self.make_sandbox(rec, &handler, &chain).await {
+            Ok(()) => Ok(id),
+            Err(e) => {
+                if let Err(te) = self.teardown_sandbox(&id).await {
+                    tracing::warn!(sandbox = %id, error = %te, "rolling back a failed sandbox");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn make_sandbox(
+        &self,
+        mut rec: SandboxRecord,
+        handler: &Resolved,
+        chain: &crate::image::digest::Digest,
+    ) -> Result<(), PodError> {
+        let id = rec.id.clone();
+        let dirs = &self.cfg.dirs;
+        let host_network = rec.config.host_network();
+        let files_dir = dirs.sandboxes.join(&id);
+        let hostname = rec.config.hostname.clone();
+        let dns = rec.config.dns_files();
+        let files = SandboxFiles::create(
+            &files_dir,
+            &SandboxFilesSpec {
+                hostname: &hostname,
+                dns: dns.as_ref(),
+                host_network,
+                host_ipc: rec.config.host_ipc(),
+                shm_size: DEFAULT_SHM_SIZE,
+            },
+        )
+        .await
+        .map_err(|e| PodError::internal("sandbox files", e))?;
+        if !host_network {
+            let ns = NetNs::create(&dirs.netns, &id)
+                .await
+                .map_err(|e| PodError::internal("network namespace", e))?;
+            rec.netns = Some(ns.path().to_path_buf());
+            self.save_sandbox(&rec)?;
+        }
+        let bundle = dirs.bundle(&id);
+        self.mount_rootfs(&id, chain).await?;
+        let rec_image = self
+            .images
+            .resolve(&rec.image)?
+            .ok_or_else(|| PodError::NotFound(format!("sandbox image {} vanished", rec.image)))?;
+        let (image_config, _) = self.images.config(&rec_image).await?;
+        let paths = crate::sandbox::spec_paths(&files, rec.config.host_ipc());
+        let cgroups_path = spec::cgroups_path(
+            rec.config.cgroup_parent(),
+            &id,
+            handler.handler.options.systemd_cgroup.unwrap_or(false),
+        );
+        let oci = tokio::task::block_in_place(|| {
+            spec::sandbox_spec(&spec::SandboxSpecInput {
+                id: &id,
+                pod: &rec.config,
+                image: &image_config,
+                image_name: &self.cfg.sandbox_image,
+                netns: rec.netns.as_deref(),
+                paths: &paths,
+                cgroups_path,
+                host: &self.cfg.host,
+                runtime_handler: &handler.name,
+            })
+        })
+        .map_err(PodError::from)?;
+        spec::write_spec(&oci, &bundle).map_err(PodError::from)?;
+        rec.spec = serde_json::to_value(&oci).ok();
+        let launched = shim::launch(handler, &self.cfg.env, &id, &bundle).await?;
+        rec.bootstrap = Some(launched.bootstrap.to_json());
+        self.save_sandbox(&rec)?;
+        lock(&self.shims).insert(id.clone(), launched.client.clone());
+        let client = launched.client;
+        client
+            .create(CreateTask {
+                id: id.clone(),
+                bundle: bundle.clone(),
+                rootfs: Vec::new(),
+                terminal: false,
+                stdin: String::new(),
+                stdout: String::new(),
+                stderr: String::new(),
+                options: shim::runc_options(handler),
+            })
+            .await?;
+        rec.pid = client.start(&id, "").await?;
+        rec.state = SandboxState::Ready;
+        self.save_sandbox(&rec)?;
+        Ok(())
+    }
+
+    /// Mounts the overlay rootfs of task `id` (sandbox or container) over the image chain
+    /// `chain`, with its writable layer under `rw/<id>`.
+    pub(crate) async fn mount_rootfs(
+        &self,
+        id: &str,
+        chain: &crate::image::digest::Digest,
+    ) -> Result<std::path::PathBuf, PodError> {
+        let dirs = &self.cfg.dirs;
+        let target = dirs.bundle(id).join("rootfs");
+        let upper = dirs.rw.join(id).join("fs");
+        let work = dirs.rw.join(id).join("work");
+        for d in [&target, &upper, &work] {
+            tokio::fs::create_dir_all(d)
+                .await
+                .map_err(|e| PodError::internal(format!("creating {}", d.display()), e))?;
+        }
+        let lowers = self.images.snapshots().lowers(chain)?;
+        rootfs::mount(
+            &Overlay {
+                lowers: &lowers,
+                upper: &upper,
+                work: &work,
+            },
+            &target,
+        )
+        .await
+        .map_err(|e| PodError::internal("rootfs", e))?;
+        Ok(target)
+    }
+
+    /// Unmounts and removes task `id`'s bundle and writable layer; absent parts are fine.
+    pub(crate) async fn remove_task_dirs(&self, id: &str) -> Result<(), PodError> {
+        let dirs = &self.cfg.dirs;
+        let bundle = dirs.bundle(id);
+        rootfs::unmount(&bundle.join("rootfs"))
+            .await
+            .map_err(|e| PodError::internal("rootfs", e))?;
+        for d in [bundle, dirs.rw.join(id)] {
+            match tokio::fs::remove_dir_all(&d).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(PodError::internal(format!("removing {}", d.display()), e)),
+            }
+        }
+        Ok(())
+    }
+}
