@@ -31,8 +31,12 @@ impl Footprint {
         let mut mounts: BTreeSet<PathBuf> =
             host::mounts_under(ep.daemon_dir()).into_iter().collect();
         let netns_dir = ep.netns_dir();
+        // The pin dir itself may be made a (shared) bind mount of itself on first use, as
+        // `ip netns` does: only the pins below it count.
+        let resolved = resolve(&netns_dir);
         mounts.extend(host::mounts_under(&netns_dir));
-        mounts.extend(host::mounts_under(&resolve(&netns_dir)));
+        mounts.extend(host::mounts_under(&resolved));
+        mounts.retain(|m| m != &netns_dir && m != &resolved);
         let netns = std::fs::read_dir(&netns_dir)
             .map(|d| {
                 d.filter_map(|e| e.ok())

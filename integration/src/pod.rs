@@ -316,13 +316,16 @@ impl Endpoint {
         config: &cri::ContainerConfig,
     ) -> anyhow::Result<String> {
         let mut c = self.client();
-        let id = c
-            .create_container(pod_id, config, pod)
+        let limit = Duration::from_secs(60);
+        let label = self.kind.label();
+        let id = tokio::time::timeout(limit, c.create_container(pod_id, config, pod))
             .await
-            .with_context(|| format!("{}: CreateContainer", self.kind.label()))?;
-        c.start(&id)
+            .with_context(|| format!("{label}: CreateContainer hung for {limit:?}"))?
+            .with_context(|| format!("{label}: CreateContainer"))?;
+        tokio::time::timeout(limit, c.start(&id))
             .await
-            .with_context(|| format!("{}: StartContainer {id}", self.kind.label()))?;
+            .with_context(|| format!("{label}: StartContainer {id} hung for {limit:?}"))?
+            .with_context(|| format!("{label}: StartContainer {id}"))?;
         Ok(id)
     }
 
