@@ -4,11 +4,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crius_proto::cri;
 use crius_proto::cri::{
     image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
 };
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
 
 use crate::host;
 
@@ -27,7 +29,9 @@ pub async fn channel(socket: &Path) -> anyhow::Result<Channel> {
     Ok(channel)
 }
 
-/// Both CRI clients on one channel.
+/// Both CRI clients on one channel. Cloning is cheap (the channel is shared), so each
+/// concurrent scenario takes its own clone.
+#[derive(Clone)]
 pub struct CriClient {
     /// RuntimeService.
     pub runtime: RuntimeServiceClient<Channel>,
@@ -68,6 +72,252 @@ impl CriClient {
             })
             .await
             .map(|r| r.into_inner().image)
+    }
+}
+
+/// RuntimeService calls, one per RPC, each answering the raw `tonic::Status` so that tests
+/// can assert codes and messages.
+impl CriClient {
+    /// `Version`.
+    pub async fn version(&mut self) -> Result<cri::VersionResponse, Status> {
+        let req = cri::VersionRequest {
+            version: "v1".into(),
+        };
+        self.runtime.version(req).await.map(|r| r.into_inner())
+    }
+
+    /// `Status`.
+    pub async fn status(&mut self, verbose: bool) -> Result<cri::StatusResponse, Status> {
+        self.runtime
+            .status(cri::StatusRequest { verbose })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// `RunPodSandbox` of `config` with `handler` (empty = the default); the pod id.
+    pub async fn run_pod(
+        &mut self,
+        config: &cri::PodSandboxConfig,
+        handler: &str,
+    ) -> Result<String, Status> {
+        self.runtime
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: handler.into(),
+            })
+            .await
+            .map(|r| r.into_inner().pod_sandbox_id)
+    }
+
+    /// `StopPodSandbox`.
+    pub async fn stop_pod(&mut self, id: &str) -> Result<(), Status> {
+        self.runtime
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// `RemovePodSandbox`.
+    pub async fn remove_pod(&mut self, id: &str) -> Result<(), Status> {
+        self.runtime
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// `PodSandboxStatus`.
+    pub async fn pod_status(
+        &mut self,
+        id: &str,
+        verbose: bool,
+    ) -> Result<cri::PodSandboxStatusResponse, Status> {
+        self.runtime
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.into(),
+                verbose,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// `ListPodSandbox` with an optional filter.
+    pub async fn list_pods(
+        &mut self,
+        filter: Option<cri::PodSandboxFilter>,
+    ) -> Result<Vec<cri::PodSandbox>, Status> {
+        self.runtime
+            .list_pod_sandbox(cri::ListPodSandboxRequest { filter })
+            .await
+            .map(|r| r.into_inner().items)
+    }
+
+    /// `CreateContainer` in pod `pod_id` (created from `pod_config`); the container id.
+    pub async fn create_container(
+        &mut self,
+        pod_id: &str,
+        config: &cri::ContainerConfig,
+        pod_config: &cri::PodSandboxConfig,
+    ) -> Result<String, Status> {
+        self.runtime
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod_id.into(),
+                config: Some(config.clone()),
+                sandbox_config: Some(pod_config.clone()),
+            })
+            .await
+            .map(|r| r.into_inner().container_id)
+    }
+
+    /// `StartContainer`.
+    pub async fn start(&mut self, id: &str) -> Result<(), Status> {
+        self.runtime
+            .start_container(cri::StartContainerRequest {
+                container_id: id.into(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// `StopContainer` with a grace period of `timeout` seconds.
+    pub async fn stop(&mut self, id: &str, timeout: i64) -> Result<(), Status> {
+        self.runtime
+            .stop_container(cri::StopContainerRequest {
+                container_id: id.into(),
+                timeout,
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// `RemoveContainer`.
+    pub async fn remove(&mut self, id: &str) -> Result<(), Status> {
+        self.runtime
+            .remove_container(cri::RemoveContainerRequest {
+                container_id: id.into(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// `ContainerStatus`.
+    pub async fn container_status(
+        &mut self,
+        id: &str,
+        verbose: bool,
+    ) -> Result<cri::ContainerStatusResponse, Status> {
+        self.runtime
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// The non-verbose status of a container (an error when the answer carries none).
+    pub async fn status_of(&mut self, id: &str) -> Result<cri::ContainerStatus, Status> {
+        self.container_status(id, false)
+            .await?
+            .status
+            .ok_or_else(|| Status::internal(format!("ContainerStatus of {id}: no status")))
+    }
+
+    /// `ListContainers` with an optional filter.
+    pub async fn list_containers(
+        &mut self,
+        filter: Option<cri::ContainerFilter>,
+    ) -> Result<Vec<cri::Container>, Status> {
+        self.runtime
+            .list_containers(cri::ListContainersRequest { filter })
+            .await
+            .map(|r| r.into_inner().containers)
+    }
+
+    /// `ExecSync` of `cmd` with a timeout in seconds (0 = none).
+    pub async fn exec_sync(
+        &mut self,
+        id: &str,
+        cmd: &[&str],
+        timeout: i64,
+    ) -> Result<cri::ExecSyncResponse, Status> {
+        self.runtime
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: id.into(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// `ContainerStats`.
+    pub async fn container_stats(&mut self, id: &str) -> Result<cri::ContainerStats, Status> {
+        self.runtime
+            .container_stats(cri::ContainerStatsRequest {
+                container_id: id.into(),
+            })
+            .await?
+            .into_inner()
+            .stats
+            .ok_or_else(|| Status::internal(format!("ContainerStats of {id}: no stats")))
+    }
+
+    /// `ReopenContainerLog`.
+    pub async fn reopen_log(&mut self, id: &str) -> Result<(), Status> {
+        self.runtime
+            .reopen_container_log(cri::ReopenContainerLogRequest {
+                container_id: id.into(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// `UpdateContainerResources` with new Linux resources.
+    pub async fn update_resources(
+        &mut self,
+        id: &str,
+        linux: cri::LinuxContainerResources,
+    ) -> Result<(), Status> {
+        self.runtime
+            .update_container_resources(cri::UpdateContainerResourcesRequest {
+                container_id: id.into(),
+                linux: Some(linux),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// `GetContainerEvents`: the event stream.
+    pub async fn container_events(
+        &mut self,
+    ) -> Result<tonic::Streaming<cri::ContainerEventResponse>, Status> {
+        self.runtime
+            .get_container_events(cri::GetEventsRequest {})
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Polls `ContainerStatus` until the container is in `state` or `timeout` passes; the
+    /// last status seen.
+    pub async fn wait_state(
+        &mut self,
+        id: &str,
+        state: cri::ContainerState,
+        timeout: Duration,
+    ) -> Result<cri::ContainerStatus, Status> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let st = self.status_of(id).await?;
+            if st.state == state as i32 || tokio::time::Instant::now() >= deadline {
+                return Ok(st);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 }
 

@@ -1,0 +1,294 @@
+//! cri-bench: the CRI RuntimeService, crius vs containerd 1.6, side by side in one run.
+//!
+//! Reproduce (as root):
+//!
+//! ```sh
+//! cargo build --release -p crius -p crius-shim -p crius-integration
+//! target/release/cri-bench --pods 30 --containers 1000
+//! ```
+//!
+//! It must be the release build: the crius that runs is the one next to the executable
+//! (`host::target_dir()`), with its shim beside it.
+//!
+//! Set-up: one local `docker-registry` holding a busybox image and a pause stand-in; crius
+//! (handler `runc`: our shim driving runc, built-in pause) and containerd (CRI plugin, Go
+//! shim, the same runc, the pause stand-in as `sandbox_image`, a bridge CNI config since
+//! containerd 1.6 needs one for pod networks) each on a fresh root under `$CRIUS_TEST_TMPDIR`
+//! (default `/var/tmp`). Both pull the images over CRI first. The runtimes run one after
+//! the other, never at once.
+//!
+//! Measured, per runtime:
+//! * `RunPodSandbox`, `CreateContainer`+`StartContainer` (a `sleep`), and
+//!   `StopPodSandbox`+`RemovePodSandbox`: p50 and p90 over `--pods` pods, one at a time;
+//! * daemon RSS (`VmRSS`, and `VmHWM` the peak so far) and the total RSS of the shims
+//!   serving this daemon, with 20 pods running (or `--pods` if fewer);
+//! * `ListContainers` with `--containers` containers (created, not started, spread over 10
+//!   pods): median of 21 calls.
+//!
+//! Note: crius pods get a fresh network namespace with loopback only (CNI arrives with
+//! issue 6) while containerd's go through the bridge plugin; RunPodSandbox figures compare
+//! those two set-ups until crius does CNI too.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use crius_integration::host;
+use crius_integration::leaks::{hwm_kib, shims_rss_kib};
+use crius_integration::pod::{container_config, push_test_images, Endpoint, Kind};
+use crius_integration::registry::Registry;
+
+/// Targets as crius/containerd ratios.
+const T_RUNP: f64 = 0.6;
+const T_START: f64 = 0.8;
+const T_LIST: f64 = 0.3;
+const T_RSS: f64 = 0.3;
+
+#[derive(Debug, Default, Clone)]
+struct Figures {
+    run_pod: Vec<Duration>,
+    create_start: Vec<Duration>,
+    stop_remove: Vec<Duration>,
+    list: Vec<Duration>,
+    daemon_rss_kib: u64,
+    daemon_hwm_kib: u64,
+    shims_rss_kib: u64,
+    pods_at_rss: usize,
+    containers_listed: usize,
+}
+
+fn pct(v: &[Duration], p: f64) -> Duration {
+    let mut s = v.to_vec();
+    s.sort();
+    if s.is_empty() {
+        return Duration::ZERO;
+    }
+    s[(((s.len() - 1) as f64) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+async fn measure(
+    kind: Kind,
+    reg: &Registry,
+    pods: usize,
+    containers: usize,
+) -> anyhow::Result<Figures> {
+    let images = push_test_images(reg).await?;
+    let ep = Endpoint::start(kind, reg, &images).await?;
+    let label = kind.label();
+    let mut c = ep.client();
+    let mut f = Figures::default();
+    let mut running = Vec::new();
+    let rss_at = pods.min(20);
+    for i in 0..pods {
+        let cfg = ep.pod_config(&format!("bench{i}"));
+        let t = Instant::now();
+        let id = ep
+            .run_pod(&cfg)
+            .await
+            .with_context(|| format!("{label}: RunPodSandbox: {}", ep.log_tail()))?;
+        f.run_pod.push(t.elapsed());
+        let ctr = container_config("sleeper", &images.busybox, &["sleep", "1000000"]);
+        let t = Instant::now();
+        let cid = c
+            .create_container(&id, &ctr, &cfg)
+            .await
+            .with_context(|| format!("{label}: CreateContainer"))?;
+        c.start(&cid)
+            .await
+            .with_context(|| format!("{label}: StartContainer"))?;
+        f.create_start.push(t.elapsed());
+        running.push(id);
+        if running.len() == rss_at {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            f.daemon_rss_kib = host::rss_kib(ep.pid()).unwrap_or(0);
+            f.daemon_hwm_kib = hwm_kib(ep.pid()).unwrap_or(0);
+            f.shims_rss_kib = shims_rss_kib(&ep.socket());
+            f.pods_at_rss = rss_at;
+        }
+    }
+    for id in &running {
+        let t = Instant::now();
+        c.stop_pod(id)
+            .await
+            .with_context(|| format!("{label}: StopPodSandbox"))?;
+        c.remove_pod(id)
+            .await
+            .with_context(|| format!("{label}: RemovePodSandbox"))?;
+        f.stop_remove.push(t.elapsed());
+    }
+
+    // ListContainers with `containers` created containers over 10 pods, 4 creates at once.
+    if containers > 0 {
+        let mut list_pods = Vec::new();
+        for i in 0..10 {
+            let cfg = ep.pod_config(&format!("list{i}"));
+            let id = ep.run_pod(&cfg).await.context("list pod")?;
+            list_pods.push((id, cfg));
+        }
+        let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
+        let mut set = tokio::task::JoinSet::new();
+        for n in 0..containers {
+            let (pid, pcfg) = list_pods[n % list_pods.len()].clone();
+            let ctr = container_config(&format!("c{n}"), &images.busybox, &["sleep", "1"]);
+            let mut c = ep.client();
+            let sem = sem.clone();
+            set.spawn(async move {
+                let _p = sem.acquire_owned().await;
+                c.create_container(&pid, &ctr, &pcfg).await
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.context("join")?.context("CreateContainer for the list")?;
+        }
+        for _ in 0..21 {
+            let t = Instant::now();
+            let n = c
+                .list_containers(None)
+                .await
+                .context("ListContainers")?
+                .len();
+            f.list.push(t.elapsed());
+            f.containers_listed = n;
+        }
+        for (id, _) in &list_pods {
+            let _ = c.stop_pod(id).await;
+            c.remove_pod(id).await.context("remove list pod")?;
+        }
+    }
+    Ok(f)
+}
+
+fn row(name: &str, a: f64, b: f64, unit: &str, target: Option<f64>) {
+    let ratio = if b > 0.0 { a / b } else { f64::NAN };
+    let verdict = match target {
+        Some(t) if ratio <= t => format!("≤ {t:.1}× ok"),
+        Some(t) => format!("≤ {t:.1}× MISSED"),
+        None => String::new(),
+    };
+    println!("{name:<34} {a:>10.2} {b:>12.2} {unit:<4} {ratio:>7.2}×  {verdict}");
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    if std::env::var_os("CRIUS_TEST_TMPDIR").is_none() {
+        std::env::set_var("CRIUS_TEST_TMPDIR", "/var/tmp");
+    }
+    let mut pods = 30usize;
+    let mut containers = 1000usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut num = |flag: &str| -> anyhow::Result<usize> {
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("{flag} needs a number"))
+        };
+        match a.as_str() {
+            "--pods" => pods = num("--pods")?,
+            "--containers" => containers = num("--containers")?,
+            other => anyhow::bail!(
+                "unknown argument {other:?} (usage: cri-bench [--pods N] [--containers N])"
+            ),
+        }
+    }
+    anyhow::ensure!(pods >= 1, "--pods must be at least 1");
+    let crius = host::workspace_binary("crius");
+    anyhow::ensure!(
+        crius.exists(),
+        "{} missing: cargo build --release -p crius -p crius-shim -p crius-integration",
+        crius.display()
+    );
+    let reg = Registry::start(Default::default()).context("registry")?;
+    println!(
+        "cri-bench: {pods} pods, {containers} containers for ListContainers; crius = {}",
+        crius.display()
+    );
+    let ours = measure(Kind::Crius("runc"), &reg, pods, containers)
+        .await
+        .context("crius")?;
+    let theirs = measure(Kind::Containerd, &reg, pods, containers)
+        .await
+        .context("containerd")?;
+
+    println!(
+        "\n{:<34} {:>10} {:>12} {:<4} {:>8}  target",
+        "", "crius", "containerd", "", "ratio"
+    );
+    let p = |v: &[Duration], q: f64| ms(pct(v, q));
+    row(
+        "RunPodSandbox p50",
+        p(&ours.run_pod, 0.5),
+        p(&theirs.run_pod, 0.5),
+        "ms",
+        Some(T_RUNP),
+    );
+    row(
+        "RunPodSandbox p90",
+        p(&ours.run_pod, 0.9),
+        p(&theirs.run_pod, 0.9),
+        "ms",
+        None,
+    );
+    row(
+        "CreateContainer+Start p50",
+        p(&ours.create_start, 0.5),
+        p(&theirs.create_start, 0.5),
+        "ms",
+        Some(T_START),
+    );
+    row(
+        "CreateContainer+Start p90",
+        p(&ours.create_start, 0.9),
+        p(&theirs.create_start, 0.9),
+        "ms",
+        None,
+    );
+    row(
+        "StopPodSandbox+Remove p50",
+        p(&ours.stop_remove, 0.5),
+        p(&theirs.stop_remove, 0.5),
+        "ms",
+        None,
+    );
+    row(
+        "StopPodSandbox+Remove p90",
+        p(&ours.stop_remove, 0.9),
+        p(&theirs.stop_remove, 0.9),
+        "ms",
+        None,
+    );
+    if containers > 0 {
+        row(
+            &format!("ListContainers@{} p50", ours.containers_listed),
+            p(&ours.list, 0.5),
+            p(&theirs.list, 0.5),
+            "ms",
+            Some(T_LIST),
+        );
+    }
+    let mib = |k: u64| k as f64 / 1024.0;
+    row(
+        &format!("daemon VmRSS, {} pods", ours.pods_at_rss),
+        mib(ours.daemon_rss_kib),
+        mib(theirs.daemon_rss_kib),
+        "MiB",
+        Some(T_RSS),
+    );
+    row(
+        "daemon VmHWM (peak so far)",
+        mib(ours.daemon_hwm_kib),
+        mib(theirs.daemon_hwm_kib),
+        "MiB",
+        None,
+    );
+    row(
+        &format!("shims RSS total, {} pods", ours.pods_at_rss),
+        mib(ours.shims_rss_kib),
+        mib(theirs.shims_rss_kib),
+        "MiB",
+        None,
+    );
+    Ok(())
+}

@@ -1,0 +1,473 @@
+//! CRI runtime test fixtures that work against any CRI endpoint: the test images (busybox,
+//! an entrypoint image, a pause stand-in) pushed to a real registry, an [`Endpoint`] that is
+//! either crius on one RuntimeClass handler or containerd 1.6 with its CRI plugin, and
+//! builders for `PodSandboxConfig` / `ContainerConfig` with unique names per test.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use crius_proto::cri;
+
+use crate::containerd::{Containerd, ContainerdOptions};
+use crate::cri::{image_spec, CriClient, Daemon};
+use crate::host;
+use crate::image_builder::{Compression, Image, ImageConfig, Layer, LinkStyle};
+use crate::registry::Registry;
+use crate::shim::random_id;
+
+/// The three images every runtime test uses, by full reference (`127.0.0.1:<port>/…`).
+#[derive(Debug, Clone)]
+pub struct TestImages {
+    /// busybox-static, `Cmd ["sh"]`.
+    pub busybox: String,
+    /// busybox with `Entrypoint ["sh","-c"]`, `Cmd ["sleep 1000004; true"]`, `WorkingDir /tmp` and
+    /// env `IMG_ENV=from-image`, `OVERRIDE=image`: for the Kubernetes command/args/env merge.
+    pub entry: String,
+    /// A pause stand-in for containerd's `sandbox_image`: `/bin/sleep 2147483647`.
+    pub pause: String,
+}
+
+/// Builds the test images and pushes them to `reg`.
+pub async fn push_test_images(reg: &Registry) -> anyhow::Result<TestImages> {
+    let layer = Layer::new()
+        .busybox(LinkStyle::Symlink)?
+        .build(Compression::Gzip)?;
+    let path = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string();
+    let busybox = Image::new(ImageConfig::default(), vec![layer.clone()]);
+    let entry = Image::new(
+        ImageConfig {
+            entrypoint: Some(vec!["sh".into(), "-c".into()]),
+            cmd: Some(vec!["sleep 1000004; true".into()]),
+            env: vec![
+                path.clone(),
+                "IMG_ENV=from-image".into(),
+                "OVERRIDE=image".into(),
+            ],
+            working_dir: Some("/tmp".into()),
+            ..Default::default()
+        },
+        vec![layer.clone()],
+    );
+    let pause = Image::new(
+        ImageConfig {
+            entrypoint: Some(vec!["/bin/sleep".into(), "2147483647".into()]),
+            cmd: None,
+            env: vec![path],
+            ..Default::default()
+        },
+        vec![layer],
+    );
+    let client = reg.client();
+    client
+        .push_image("crius-test/busybox", "v1", &busybox)
+        .await?;
+    client.push_image("crius-test/entry", "v1", &entry).await?;
+    client.push_image("crius-test/pause", "v1", &pause).await?;
+    let addr = reg.addr();
+    Ok(TestImages {
+        busybox: format!("{addr}/crius-test/busybox:v1"),
+        entry: format!("{addr}/crius-test/entry:v1"),
+        pause: format!("{addr}/crius-test/pause:v1"),
+    })
+}
+
+/// Which CRI endpoint a test drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// crius, every pod on this RuntimeClass handler (`runc`, `crun`, `youki`, `runc-go`).
+    Crius(&'static str),
+    /// containerd 1.6's CRI plugin with its default runtime (Go shim + runc).
+    Containerd,
+}
+
+impl Kind {
+    /// A short label for messages: `crius/runc`, `containerd`.
+    pub fn label(&self) -> String {
+        match self {
+            Kind::Crius(h) => format!("crius/{h}"),
+            Kind::Containerd => "containerd".into(),
+        }
+    }
+
+    /// Whether this is crius.
+    pub fn is_crius(&self) -> bool {
+        matches!(self, Kind::Crius(_))
+    }
+}
+
+enum Backend {
+    Crius(Daemon),
+    Containerd {
+        daemon: Containerd,
+        /// The CNI bridge this instance's pods plug into, deleted on drop.
+        bridge: String,
+    },
+}
+
+/// A running CRI endpoint with the test images pulled, a scratch dir for pod logs and host
+/// files, and a cgroup parent of its own (removed on drop).
+pub struct Endpoint {
+    /// What it is.
+    pub kind: Kind,
+    /// A connected client (clone it per task).
+    pub client: CriClient,
+    /// The test images.
+    pub images: TestImages,
+    backend: Backend,
+    scratch: tempfile::TempDir,
+    cgroup_root: String,
+}
+
+impl Endpoint {
+    /// Starts the endpoint against `reg` and pulls the test images through CRI `PullImage`
+    /// (crius also gets the pause image, unused: its sandboxes use the built-in pause).
+    pub async fn start(kind: Kind, reg: &Registry, images: &TestImages) -> anyhow::Result<Self> {
+        let addr = reg.addr().to_string();
+        let scratch = tempfile::Builder::new()
+            .prefix("crius-rt-")
+            .tempdir_in(host::scratch_dir())?;
+        let backend = match kind {
+            Kind::Crius(_) => Backend::Crius(
+                Daemon::start(&format!("\n[registry.hosts.\"{addr}\"]\ninsecure = true\n"))
+                    .context("start crius")?,
+            ),
+            Kind::Containerd => {
+                let tag = random_id("")[..8].to_string();
+                let bridge = format!("crt{tag}");
+                let conf_dir = scratch.path().join("net.d");
+                std::fs::create_dir_all(&conf_dir)?;
+                let octet = 200 + u8::from_str_radix(&tag[..2], 16).unwrap_or(0) % 50;
+                let conflist = serde_json::json!({
+                    "cniVersion": "0.4.0",
+                    "name": format!("crius-test-{tag}"),
+                    "plugins": [{
+                        "type": "bridge",
+                        "bridge": bridge,
+                        "isGateway": false,
+                        "ipMasq": false,
+                        "ipam": {
+                            "type": "host-local",
+                            "ranges": [[{"subnet": format!("10.{octet}.0.0/16")}]],
+                            "dataDir": scratch.path().join("ipam"),
+                        }
+                    }]
+                });
+                std::fs::write(
+                    conf_dir.join("10-test.conflist"),
+                    serde_json::to_vec_pretty(&conflist)?,
+                )?;
+                let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
+                let extra_config = format!(
+                    "[{cri}]\n  sandbox_image = \"{pause}\"\n  restrict_oom_score_adj = true\n\
+                     [{cri}.cni]\n  bin_dir = \"/usr/lib/cni\"\n  conf_dir = \"{conf}\"\n\
+                     [{cri}.registry.mirrors.\"{addr}\"]\n  endpoint = [\"http://{addr}\"]\n",
+                    pause = images.pause,
+                    conf = conf_dir.display(),
+                );
+                let daemon = Containerd::start(ContainerdOptions {
+                    cri: true,
+                    extra_config,
+                    ..Default::default()
+                })
+                .context("start containerd")?;
+                Backend::Containerd { daemon, bridge }
+            }
+        };
+        let socket = match &backend {
+            Backend::Crius(d) => d.socket.clone(),
+            Backend::Containerd { daemon, .. } => daemon.socket.clone(),
+        };
+        let client = CriClient::connect(&socket).await?;
+        let mut ep = Endpoint {
+            kind,
+            client,
+            images: images.clone(),
+            backend,
+            scratch,
+            cgroup_root: format!("crius-test-{}", &random_id("")[..10]),
+        };
+        for image in [&images.busybox, &images.entry, &images.pause] {
+            ep.client
+                .pull(image)
+                .await
+                .with_context(|| format!("{}: pull {image}: {}", kind.label(), ep.log_tail()))?;
+        }
+        Ok(ep)
+    }
+
+    /// The RuntimeClass handler pods are run with (containerd: its default).
+    pub fn handler(&self) -> &'static str {
+        match self.kind {
+            Kind::Crius(h) => h,
+            Kind::Containerd => "",
+        }
+    }
+
+    /// A fresh client on the same channel.
+    pub fn client(&self) -> CriClient {
+        self.client.clone()
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        match &self.backend {
+            Backend::Crius(d) => d.pid(),
+            Backend::Containerd { daemon, .. } => daemon.pid(),
+        }
+    }
+
+    /// The CRI socket (shims name it in `-address`).
+    pub fn socket(&self) -> PathBuf {
+        match &self.backend {
+            Backend::Crius(d) => d.socket.clone(),
+            Backend::Containerd { daemon, .. } => daemon.socket.clone(),
+        }
+    }
+
+    /// The daemon's own temp dir (root, state): where its mounts live.
+    pub fn daemon_dir(&self) -> &Path {
+        match &self.backend {
+            Backend::Crius(d) => d.dir(),
+            Backend::Containerd { daemon, .. } => daemon.dir(),
+        }
+    }
+
+    /// Where pinned network namespaces of this endpoint live: crius's state dir, or the
+    /// host-wide `/run/netns` containerd 1.6 always uses.
+    pub fn netns_dir(&self) -> PathBuf {
+        match &self.backend {
+            Backend::Crius(d) => d.dir().join("state/netns"),
+            Backend::Containerd { .. } => PathBuf::from("/run/netns"),
+        }
+    }
+
+    /// The crius daemon, for kill -9 / restart tests (None for containerd).
+    pub fn crius(&mut self) -> Option<&mut Daemon> {
+        match &mut self.backend {
+            Backend::Crius(d) => Some(d),
+            Backend::Containerd { .. } => None,
+        }
+    }
+
+    /// The last few KiB of the daemon's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = match &self.backend {
+            Backend::Crius(d) => d.log(),
+            Backend::Containerd { daemon, .. } => daemon.log(),
+        };
+        let mut start = log.len().saturating_sub(6000);
+        while !log.is_char_boundary(start) {
+            start += 1;
+        }
+        log[start..].to_string()
+    }
+
+    /// The scratch dir for host-side files of tests (pod logs, bind-mount sources).
+    pub fn scratch(&self) -> &Path {
+        self.scratch.path()
+    }
+
+    /// A pod config with a unique name and uid, its log directory under the scratch dir,
+    /// a cgroup parent under this endpoint's own cgroup root, and namespaces as the kubelet
+    /// sets them by default (network and IPC per pod, PID per container).
+    pub fn pod_config(&self, name: &str) -> cri::PodSandboxConfig {
+        let suffix = &random_id("")[..8];
+        let name = format!("{name}-{suffix}");
+        let uid = random_id("uid-");
+        let log_dir = self.scratch.path().join("pods").join(&name);
+        let _ = std::fs::create_dir_all(&log_dir);
+        cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: name.clone(),
+                uid: uid.clone(),
+                namespace: "crius-test".into(),
+                attempt: 0,
+            }),
+            hostname: name.chars().take(63).collect(),
+            log_directory: log_dir.display().to_string(),
+            labels: HashMap::from([("suite".to_string(), "runtime".to_string())]),
+            linux: Some(cri::LinuxPodSandboxConfig {
+                cgroup_parent: format!("/{}/pod{}", self.cgroup_root, &uid[4..20]),
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(namespaces(
+                        cri::NamespaceMode::Pod,
+                        cri::NamespaceMode::Container,
+                    )),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// `RunPodSandbox` of `config` on this endpoint's handler.
+    pub async fn run_pod(&self, config: &cri::PodSandboxConfig) -> Result<String, tonic::Status> {
+        self.client().run_pod(config, self.handler()).await
+    }
+
+    /// Create + start of `config` in pod `pod_id`; the container id.
+    pub async fn run_container(
+        &self,
+        pod_id: &str,
+        pod: &cri::PodSandboxConfig,
+        config: &cri::ContainerConfig,
+    ) -> anyhow::Result<String> {
+        let mut c = self.client();
+        let limit = Duration::from_secs(60);
+        let label = self.kind.label();
+        let id = tokio::time::timeout(limit, c.create_container(pod_id, config, pod))
+            .await
+            .with_context(|| format!("{label}: CreateContainer hung for {limit:?}"))?
+            .with_context(|| format!("{label}: CreateContainer"))?;
+        tokio::time::timeout(limit, c.start(&id))
+            .await
+            .with_context(|| format!("{label}: StartContainer {id} hung for {limit:?}"))?
+            .with_context(|| format!("{label}: StartContainer {id}"))?;
+        Ok(id)
+    }
+
+    /// Stops and removes a pod (with its containers), ignoring errors: test cleanup.
+    pub async fn teardown(&self, pod_id: &str) {
+        let mut c = self.client();
+        let _ = c.stop_pod(pod_id).await;
+        let _ = c.remove_pod(pod_id).await;
+    }
+
+    /// The cgroup dirs of this endpoint's root in every mounted hierarchy.
+    fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else {
+            return Vec::new();
+        };
+        let mut dirs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join(&self.cgroup_root))
+            .collect();
+        dirs.push(Path::new("/sys/fs/cgroup").join(&self.cgroup_root));
+        dirs.into_iter().filter(|d| d.is_dir()).collect()
+    }
+}
+
+/// A `NamespaceOption` with `network` and `pid` as given and IPC per pod.
+pub fn namespaces(network: cri::NamespaceMode, pid: cri::NamespaceMode) -> cri::NamespaceOption {
+    cri::NamespaceOption {
+        network: network as i32,
+        pid: pid as i32,
+        ipc: cri::NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
+/// A container config running `command` (the image's entrypoint is replaced) from `image`,
+/// logging to `<name>.log` in the pod's log directory, with the namespaces the kubelet
+/// copies from the pod (network and IPC per pod, PID per container).
+pub fn container_config(name: &str, image: &str, command: &[&str]) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: image_spec(image),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        labels: HashMap::from([("ctr".to_string(), name.to_string())]),
+        linux: Some(cri::LinuxContainerConfig {
+            resources: Some(cri::LinuxContainerResources::default()),
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                namespace_options: Some(namespaces(
+                    cri::NamespaceMode::Pod,
+                    cri::NamespaceMode::Container,
+                )),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    }
+}
+
+/// `sh -c <script>` as a container command.
+pub fn sh(script: &str) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), script.into()]
+}
+
+/// The container's security context (created if absent).
+pub fn security(c: &mut cri::ContainerConfig) -> &mut cri::LinuxContainerSecurityContext {
+    c.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+}
+
+/// The container's Linux resources (created if absent).
+pub fn resources(c: &mut cri::ContainerConfig) -> &mut cri::LinuxContainerResources {
+    c.linux
+        .get_or_insert_with(Default::default)
+        .resources
+        .get_or_insert_with(Default::default)
+}
+
+/// The pod's security context (created if absent).
+pub fn pod_security(p: &mut cri::PodSandboxConfig) -> &mut cri::LinuxSandboxSecurityContext {
+    p.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+}
+
+/// The full path of a container's log: the pod's log directory joined with its log path.
+pub fn log_file(pod: &cri::PodSandboxConfig, c: &cri::ContainerConfig) -> PathBuf {
+    Path::new(&pod.log_directory).join(&c.log_path)
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        // What the daemon cannot remove: our cgroup root (pods' parents) and containerd's
+        // CNI bridge. Pods must have been torn down by then; a busy cgroup stays (EBUSY).
+        let cgroups = self.cgroup_dirs();
+        let bridge = match &self.backend {
+            Backend::Crius(_) => None,
+            Backend::Containerd { bridge, .. } => Some(bridge.clone()),
+        };
+        for root in cgroups {
+            remove_cgroup_tree(&root);
+        }
+        if let Some(bridge) = bridge {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", &bridge])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Removes a cgroup dir and its (empty) children, deepest first.
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.filter_map(|e| e.ok()) {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// Waits until `f` answers `Some`, polling every 50 ms for at most `timeout`.
+pub async fn poll<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
