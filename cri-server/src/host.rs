@@ -25,6 +25,14 @@ pub fn detect() -> HostFacts {
         min_oom_score_adj,
         cgroup_v2: std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
         seccomp_enabled: std::path::Path::new("/proc/sys/kernel/seccomp/actions_avail").exists(),
+        capabilities: bounding_caps().map(|bits| {
+            crate::spec::caps::ALL
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| bits & (1u64 << i) != 0)
+                .map(|(_, name)| name.to_string())
+                .collect()
+        }),
         swap_accounting: std::path::Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
             .exists()
             || std::path::Path::new("/sys/fs/cgroup/memory.swap.max").exists(),
@@ -32,7 +40,15 @@ pub fn detect() -> HostFacts {
 }
 
 fn effective_caps() -> Option<u64> {
+    status_caps("CapEff:")
+}
+
+fn bounding_caps() -> Option<u64> {
+    status_caps("CapBnd:")
+}
+
+fn status_caps(key: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
-    u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    u64::from_str_radix(line.trim_start_matches(key).trim(), 16).ok()
 }

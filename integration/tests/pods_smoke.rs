@@ -21,9 +21,22 @@ fn pod(name: &str) -> cri::PodSandboxConfig {
 }
 
 async fn lifecycle(handler: &str) -> anyhow::Result<()> {
+    lifecycle_with(handler, false).await
+}
+
+async fn lifecycle_with(handler: &str, privileged: bool) -> anyhow::Result<()> {
     let d = Daemon::start("")?;
     let mut c = CriClient::connect(&d.socket).await?;
-    let cfg = pod(&format!("p-{handler}"));
+    let mut cfg = pod(&format!("p-{handler}"));
+    if privileged {
+        cfg.linux = Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                privileged: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
     let pod_id = c
         .runtime
         .run_pod_sandbox(cri::RunPodSandboxRequest {
@@ -57,6 +70,42 @@ async fn lifecycle(handler: &str) -> anyhow::Result<()> {
         .expect_err("duplicate");
     assert_eq!(dup.code(), tonic::Code::AlreadyExists, "{dup}");
 
+    // A create the low-level runtime refuses rolls back (and does not deadlock on its own
+    // lock): an error naming the cause, and no container left.
+    let bad = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        c.runtime.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod_id.clone(),
+            config: Some(cri::ContainerConfig {
+                metadata: Some(cri::ContainerMetadata {
+                    name: "bad".into(),
+                    attempt: 0,
+                }),
+                image: Some(cri::ImageSpec {
+                    image: PAUSE.into(),
+                    ..Default::default()
+                }),
+                command: vec!["/no/such/binary".into()],
+                ..Default::default()
+            }),
+            sandbox_config: Some(cfg.clone()),
+        }),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("{handler}: a failing CreateContainer hung"))?
+    .expect_err("no such binary");
+    // youki's own error does not name the path; runc's does.
+    assert!(
+        handler == "youki" || bad.message().contains("no/such/binary"),
+        "{bad}"
+    );
+    let left = c
+        .runtime
+        .list_containers(cri::ListContainersRequest { filter: None })
+        .await?
+        .into_inner();
+    assert!(left.containers.is_empty(), "{:?}", left.containers);
+
     let ctr = c
         .runtime
         .create_container(cri::CreateContainerRequest {
@@ -68,6 +117,13 @@ async fn lifecycle(handler: &str) -> anyhow::Result<()> {
                 }),
                 image: Some(cri::ImageSpec {
                     image: PAUSE.into(),
+                    ..Default::default()
+                }),
+                linux: privileged.then(|| cri::LinuxContainerConfig {
+                    security_context: Some(cri::LinuxContainerSecurityContext {
+                        privileged: true,
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -151,4 +207,9 @@ async fn pause_pod_lifecycle_youki() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn pause_pod_lifecycle_go_shim() -> anyhow::Result<()> {
     lifecycle("runc-go").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn privileged_pause_pod_runc() -> anyhow::Result<()> {
+    lifecycle_with("runc", true).await
 }

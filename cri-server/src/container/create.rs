@@ -101,7 +101,7 @@ impl Pods {
                 Ok(id)
             }
             Err(e) => {
-                if let Err(te) = self.teardown_container(&id).await {
+                if let Err(te) = self.teardown_container_locked(&id).await {
                     tracing::warn!(container = %id, error = %te, "rolling back a failed container");
                 }
                 Err(e)
@@ -117,6 +117,7 @@ impl Pods {
         chain: &crate::image::digest::Digest,
     ) -> Result<(), PodError> {
         let id = rec.id.clone();
+        tracing::debug!(container = %id, sandbox = %sandbox.id, "creating");
         let handler = self.handlers.lookup(&sandbox.handler)?;
         let client = self.shim(&sandbox.id).ok_or_else(|| {
             PodError::Unavailable(format!(
@@ -130,6 +131,7 @@ impl Pods {
             .as_ref()
             .and_then(|c| c.stop_signal.clone());
         let rootfs = self.mount_rootfs(&id, chain).await?;
+        tracing::debug!(container = %id, "rootfs mounted");
         let bundle = self.cfg.dirs.bundle(&id);
         let files =
             crate::sandbox::files::SandboxFiles::at(&self.cfg.dirs.sandboxes.join(&sandbox.id));
@@ -158,6 +160,7 @@ impl Pods {
         })
         .map_err(PodError::from)?;
         spec::write_spec(&oci, &bundle).map_err(PodError::from)?;
+        tracing::debug!(container = %id, "spec written");
         rec.spec = serde_json::to_value(&oci).ok();
         if !rec.log_path.is_empty() {
             if let Some(dir) = std::path::Path::new(&rec.log_path).parent() {
@@ -192,6 +195,7 @@ impl Pods {
             };
             (out.display().to_string(), err)
         };
+        tracing::debug!(container = %id, %stdout, "creating task");
         rec.pid = client
             .create(CreateTask {
                 id: id.clone(),
@@ -204,6 +208,7 @@ impl Pods {
                 options: shim::runc_options(&handler),
             })
             .await?;
+        tracing::debug!(container = %id, pid = rec.pid, "task created");
         rec.state = ContainerState::Created;
         self.save_container(&rec)?;
         Ok(())

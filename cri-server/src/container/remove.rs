@@ -22,6 +22,11 @@ impl Pods {
     /// container and safe to repeat.
     pub(crate) async fn teardown_container(&self, id: &str) -> Result<(), PodError> {
         let _guard = self.locks.lock(id).await;
+        self.teardown_container_locked(id).await
+    }
+
+    /// [`Pods::teardown_container`] for a caller that already holds the id's lock.
+    pub(crate) async fn teardown_container_locked(&self, id: &str) -> Result<(), PodError> {
         let Some(rec) = self.container(id)? else {
             return Ok(());
         };

@@ -25,6 +25,11 @@ impl Pods {
     /// on a half-made sandbox and safe to repeat.
     pub(crate) async fn teardown_sandbox(&self, id: &str) -> Result<(), PodError> {
         let _guard = self.locks.lock(id).await;
+        self.teardown_sandbox_locked(id).await
+    }
+
+    /// [`Pods::teardown_sandbox`] for a caller that already holds the id's lock.
+    pub(crate) async fn teardown_sandbox_locked(&self, id: &str) -> Result<(), PodError> {
         let Some(rec) = self.sandbox(id)? else {
             return Ok(());
         };

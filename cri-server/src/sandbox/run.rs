@@ -81,7 +81,7 @@ impl Pods {
         match self.make_sandbox(rec, &handler, &chain).await {
             Ok(()) => Ok(id),
             Err(e) => {
-                if let Err(te) = self.teardown_sandbox(&id).await {
+                if let Err(te) = self.teardown_sandbox_locked(&id).await {
                     tracing::warn!(sandbox = %id, error = %te, "rolling back a failed sandbox");
                 }
                 Err(e)

@@ -78,6 +78,10 @@ pub struct HostFacts {
     pub cgroup_v2: bool,
     /// The kernel supports seccomp filters.
     pub seccomp_enabled: bool,
+    /// The daemon's own bounding set (canonical names): no container can be given more,
+    /// so privileged and `ALL` mean "all the daemon has" (runc fails otherwise). `None`:
+    /// unknown, nothing is filtered.
+    pub capabilities: Option<std::collections::BTreeSet<String>>,
     /// The memory controller accounts swap (`memory.memsw.*` on v1, `memory.swap.max` on
     /// v2). Without it, runc fails on a swap limit, so none is written.
     pub swap_accounting: bool,
@@ -275,7 +279,7 @@ pub fn sandbox_spec(input: &SandboxSpecInput) -> Result<Spec, SpecError> {
         .args(args)
         .env(env)
         .cwd(non_empty(image.working_dir.as_deref()).unwrap_or("/"))
-        .capabilities(oci_caps(&cap_names)?)
+        .capabilities(oci_caps(&cap_names, input.host)?)
         .no_new_privileges(true)
         .oom_score_adj(SANDBOX_OOM_SCORE_ADJ.max(input.host.min_oom_score_adj))
         .build()?;
@@ -478,7 +482,7 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
         .args(args)
         .env(env)
         .cwd(cwd)
-        .capabilities(oci_caps(&cap_names)?)
+        .capabilities(oci_caps(&cap_names, input.host)?)
         .no_new_privileges(sec.no_new_privs)
         .oom_score_adj(resources.oom_score_adj.max(input.host.min_oom_score_adj))
         .build()?;
@@ -849,7 +853,22 @@ fn apparmor(
     }
 }
 
-fn oci_caps(sets: &caps::CapSets) -> Result<oci_spec::runtime::LinuxCapabilities, SpecError> {
+fn oci_caps(
+    sets: &caps::CapSets,
+    host: &HostFacts,
+) -> Result<oci_spec::runtime::LinuxCapabilities, SpecError> {
+    let mut sets = sets.clone();
+    if let Some(allowed) = &host.capabilities {
+        for set in [
+            &mut sets.bounding,
+            &mut sets.effective,
+            &mut sets.permitted,
+            &mut sets.inheritable,
+            &mut sets.ambient,
+        ] {
+            set.retain(|c| allowed.contains(c));
+        }
+    }
     Ok(LinuxCapabilitiesBuilder::default()
         .bounding(caps::oci_set(&sets.bounding))
         .effective(caps::oci_set(&sets.effective))
