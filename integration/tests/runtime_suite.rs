@@ -333,7 +333,11 @@ async fn logs_50mb(cx: Arc<Cx>) -> R {
     // 524288 lines of 99 chars + '\n' = exactly 50 MiB.
     let line = "0123456789".repeat(10)[..99].to_string();
     let mut cfg = container_config("big", &cx.ep.images.busybox, &[]);
-    cfg.command = sh(&format!("yes {line} | head -c 52428800"));
+    // Not `yes | head -c`: youki (a Rust binary) starts the container with SIGPIPE ignored,
+    // so `yes` would outlive `head` forever there.
+    cfg.command = sh(&format!(
+        "awk 'BEGIN {{ for (i = 0; i < 524288; i++) print \"{line}\" }}'"
+    ));
     let id = cx.ep.run_container(&pid, &pod, &cfg).await?;
     let st = cx
         .client()

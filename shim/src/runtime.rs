@@ -152,6 +152,18 @@ impl Runtime {
         if self.config.systemd_cgroup {
             cmd.arg("--systemd-cgroup");
         }
+        // Rust starts every program with SIGPIPE ignored, and an ignored signal stays
+        // ignored across exec: without this, a container started by a runtime that does not
+        // reset it (youki) never dies of SIGPIPE (`yes | head` runs forever).
+        // SAFETY: signal(2) is async-signal-safe; nothing else runs in the child.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                if libc::signal(libc::SIGPIPE, libc::SIG_DFL) == libc::SIG_ERR {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         cmd
     }
 
