@@ -161,13 +161,13 @@ impl Pods {
     /// A sandbox by id or unique id prefix.
     pub fn sandbox(&self, id: &str) -> Result<Option<SandboxRecord>, PodError> {
         let r = lock(&self.records);
-        find(&r.sandboxes, id, "sandbox")
+        find(&r.sandboxes, id, "pod sandbox", "pod_sandbox_id")
     }
 
     /// A container by id or unique id prefix.
     pub fn container(&self, id: &str) -> Result<Option<ContainerRecord>, PodError> {
         let r = lock(&self.records);
-        find(&r.containers, id, "container")
+        find(&r.containers, id, "container", "container_id")
     }
 
     /// Every sandbox.
@@ -287,9 +287,14 @@ impl Pods {
 }
 
 /// Looks `id` up exactly, then as a unique prefix.
-fn find<T: Clone>(map: &BTreeMap<String, T>, id: &str, what: &str) -> Result<Option<T>, PodError> {
+fn find<T: Clone>(
+    map: &BTreeMap<String, T>,
+    id: &str,
+    what: &str,
+    field: &str,
+) -> Result<Option<T>, PodError> {
     if id.is_empty() {
-        return Err(PodError::InvalidArgument(format!("{what} id is empty")));
+        return Err(PodError::InvalidArgument(format!("{field} is empty")));
     }
     if let Some(v) = map.get(id) {
         return Ok(Some(v.clone()));
@@ -302,7 +307,7 @@ fn find<T: Clone>(map: &BTreeMap<String, T>, id: &str, what: &str) -> Result<Opt
     };
     if hits.next().is_some() {
         return Err(PodError::InvalidArgument(format!(
-            "{what} id prefix {id:?} matches more than one {what}"
+            "{field} {id:?} is an ambiguous prefix: it matches more than one {what}"
         )));
     }
     Ok(Some(first.clone()))
@@ -340,16 +345,14 @@ mod tests {
         m.insert("abc1".to_string(), 1);
         m.insert("abc2".to_string(), 2);
         m.insert("b".to_string(), 3);
-        assert_eq!(find(&m, "abc1", "x").ok().flatten(), Some(1));
-        assert_eq!(find(&m, "b", "x").ok().flatten(), Some(3));
-        assert!(matches!(
-            find(&m, "abc", "x"),
-            Err(PodError::InvalidArgument(_))
-        ));
-        assert_eq!(find(&m, "c", "x").ok().flatten(), None);
-        assert!(matches!(
-            find(&m, "", "x"),
-            Err(PodError::InvalidArgument(_))
-        ));
+        assert_eq!(find(&m, "abc1", "x", "x_id").ok().flatten(), Some(1));
+        assert_eq!(find(&m, "b", "x", "x_id").ok().flatten(), Some(3));
+        let e = find(&m, "abc", "x", "x_id")
+            .map(|_| ())
+            .expect_err("ambiguous");
+        assert!(e.to_string().contains("ambiguous"), "{e}");
+        assert_eq!(find(&m, "c", "x", "x_id").ok().flatten(), None);
+        let e = find(&m, "", "x", "x_id").map(|_| ()).expect_err("empty");
+        assert!(e.to_string().contains("x_id"), "{e}");
     }
 }

@@ -561,8 +561,9 @@ pub fn default_profile() -> Profile {
 pub fn localhost(path: &str, ctx: &Context) -> Result<LinuxSeccomp, SpecError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
+        // A bad profile path is bad input (as containerd answers), not a missing object.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(SpecError::NotFound(format!(
+            return Err(SpecError::InvalidArgument(format!(
                 "seccomp profile {path} does not exist"
             )))
         }
@@ -728,7 +729,7 @@ mod tests {
         let e = p.to_oci(&ctx(&caps), "/p.json").expect_err("bad action");
         assert!(e.to_string().contains("SCMP_ACT_NOPE"), "{e}");
         match localhost("/nonexistent/crius/p.json", &ctx(&caps)) {
-            Err(SpecError::NotFound(m)) => assert!(m.contains("/nonexistent/crius/p.json")),
+            Err(SpecError::InvalidArgument(m)) => assert!(m.contains("/nonexistent/crius/p.json")),
             other => panic!("{other:?}"),
         }
     }

@@ -795,7 +795,7 @@ fn seccomp_kinds() {
     let missing = f.dir.path().join("missing.json");
     f.sec().seccomp = Some(SecurityProfile::Localhost(missing.to_string_lossy().into()));
     match f.spec() {
-        Err(SpecError::NotFound(m)) => {
+        Err(SpecError::InvalidArgument(m)) => {
             assert!(m.contains(&*missing.to_string_lossy()), "{m}");
             assert!(m.contains("config.linux.security_context.seccomp"), "{m}");
         }
