@@ -57,7 +57,19 @@ fn first_shared_prefix(ids: &[String]) -> Option<String> {
     None
 }
 
+/// Sets up the table's pods and containers; a call that hangs fails the test with its name.
 async fn base(ep: &Endpoint, reg: &Registry) -> Base {
+    match tokio::time::timeout(std::time::Duration::from_secs(120), base_inner(ep, reg)).await {
+        Ok(b) => b,
+        Err(_) => panic!(
+            "{}: setting up the table (pods and created containers) hung\n{}",
+            ep.kind.label(),
+            ep.log_tail()
+        ),
+    }
+}
+
+async fn base_inner(ep: &Endpoint, reg: &Registry) -> Base {
     let mut c = ep.client();
     let pod = ep.pod_config("bad-base");
     let pod_id = ep.run_pod(&pod).await.expect("base pod");
@@ -374,7 +386,13 @@ async fn table(kind: Kind) -> Vec<(String, Code)> {
     let mut seen = Vec::new();
     for row in rows(&b, ep.handler()) {
         let before = Footprint::take(&ep).await.expect("footprint");
-        let answer = (row.call)(ep.client()).await;
+        let answer =
+            match tokio::time::timeout(std::time::Duration::from_secs(30), (row.call)(ep.client()))
+                .await
+            {
+                Ok(a) => a,
+                Err(_) => Err(tonic::Status::deadline_exceeded("the call hung for 30 s")),
+            };
         let (code, msg) = match &answer {
             Ok(_) => (Code::Ok, String::new()),
             Err(e) => (e.code(), e.message().to_string()),

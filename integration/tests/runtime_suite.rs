@@ -1135,7 +1135,10 @@ async fn crius_crun() {
         .await
         .expect("footprint");
     let pod = ep.pod_config("crun-probe");
-    match ep.run_pod(&pod).await {
+    let probe = tokio::time::timeout(Duration::from_secs(60), ep.run_pod(&pod))
+        .await
+        .unwrap_or_else(|_| panic!("RunPodSandbox on crun hung for 60 s\n{}", ep.log_tail()));
+    match probe {
         Ok(id) => {
             ep.teardown(&id).await;
             drop(ep);
