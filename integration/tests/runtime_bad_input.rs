@@ -423,8 +423,10 @@ async fn table(kind: Kind) -> Vec<(String, Code)> {
             }
             continue;
         }
-        let after = Footprint::take(&ep).await.expect("footprint");
-        let left = before.added_in(&after);
+        let left =
+            crius_integration::leaks::left_behind(&ep, &before, std::time::Duration::from_secs(3))
+                .await
+                .expect("footprint");
         if !left.is_empty() {
             failures.push(format!("{}: left behind {left:?}", row.name));
         }
@@ -432,8 +434,10 @@ async fn table(kind: Kind) -> Vec<(String, Code)> {
     for p in b.extra_pods.iter().chain(std::iter::once(&b.pod_id)) {
         ep.teardown(p).await;
     }
-    let after_all = Footprint::take(&ep).await.expect("footprint");
-    let left = before_all.added_in(&after_all);
+    let left =
+        crius_integration::leaks::left_behind(&ep, &before_all, std::time::Duration::from_secs(3))
+            .await
+            .expect("footprint");
     assert!(
         left.is_empty(),
         "{}: left behind at the end: {left:#?}",

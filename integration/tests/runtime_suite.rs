@@ -1081,10 +1081,9 @@ async fn suite_on(kind: Kind, reg: &Registry) -> (Outcomes, Arc<Endpoint>, Vec<S
         .await
         .expect("footprint");
     let out = run_all(ep.clone(), &selected(), 6, Duration::from_secs(120)).await;
-    let after = crius_integration::leaks::Footprint::take(&ep)
+    let left = crius_integration::leaks::left_behind(&ep, &before, Duration::from_secs(3))
         .await
         .expect("footprint");
-    let left = before.added_in(&after);
     (out, ep, left)
 }
 
@@ -1164,10 +1163,9 @@ async fn crius_crun() {
         }
         Err(e) => {
             assert!(e.message().contains("cgroup"), "clear cgroup error: {e:?}");
-            let after = crius_integration::leaks::Footprint::take(&ep)
+            let left = crius_integration::leaks::left_behind(&ep, &before, Duration::from_secs(3))
                 .await
                 .expect("footprint");
-            let left = before.added_in(&after);
             assert!(left.is_empty(), "a failed crun pod left: {left:#?}");
         }
     }
