@@ -263,7 +263,7 @@ fn rows(b: &Base, handler: &'static str) -> Vec<Row> {
     let cfg = ctr(&|_| {});
     rows.push(Row {
         name: "create: ambiguous pod id prefix",
-        crius: (Code::InvalidArgument, "ambiguous"),
+        crius: (Code::InvalidArgument, "more than one"),
         // containerd: Unknown ("multiple IDs found with provided prefix").
         containerd: Code::Unknown,
         call: call!(|c| c.create_container(&pp, &cfg, &pc).await),
@@ -344,14 +344,14 @@ fn rows(b: &Base, handler: &'static str) -> Vec<Row> {
     let cp = b.ctr_prefix.clone();
     rows.push(Row {
         name: "status: ambiguous container id prefix",
-        crius: (Code::InvalidArgument, "ambiguous"),
+        crius: (Code::InvalidArgument, "more than one"),
         containerd: Code::Unknown,
         call: call!(|c| c.container_status(&cp, false).await.map(|_| String::new())),
     });
     let pp = b.pod_prefix.clone();
     rows.push(Row {
         name: "pod status: ambiguous pod id prefix",
-        crius: (Code::InvalidArgument, "ambiguous"),
+        crius: (Code::InvalidArgument, "more than one"),
         containerd: Code::Unknown,
         call: call!(|c| c.pod_status(&pp, false).await.map(|_| String::new())),
     });
@@ -363,7 +363,7 @@ fn rows(b: &Base, handler: &'static str) -> Vec<Row> {
     });
     rows.push(Row {
         name: "status: empty id",
-        crius: (Code::InvalidArgument, "container_id"),
+        crius: (Code::InvalidArgument, "container id"),
         // containerd: Unknown ("Prefix can't be empty"); an absent argument is
         // InvalidArgument.
         containerd: Code::Unknown,
