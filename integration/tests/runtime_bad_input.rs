@@ -134,7 +134,7 @@ fn rows(b: &Base, handler: &'static str) -> Vec<Row> {
             m.name = format!(
                 "{}-x{}",
                 m.name,
-                crius_integration::shim::random_id("")[..6].to_string()
+                &crius_integration::shim::random_id("")[..6]
             );
             m.uid = crius_integration::shim::random_id("uid-");
         }
