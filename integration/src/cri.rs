@@ -462,5 +462,12 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // What a killed daemon leaves mounted (its netns pin dir is a bind mount of itself)
+        // would keep the temp dir from being removed: unmount, deepest first.
+        let mut mounts = host::mounts_under(self.dir.path());
+        mounts.sort();
+        for m in mounts.iter().rev() {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
+        }
     }
 }

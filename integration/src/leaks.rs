@@ -87,6 +87,23 @@ impl Footprint {
     }
 }
 
+/// What `ep` has beyond `base`, waiting up to `timeout` for it to go (shims exit a moment
+/// after the call that shut them down returned).
+pub async fn left_behind(
+    ep: &Endpoint,
+    base: &Footprint,
+    timeout: std::time::Duration,
+) -> anyhow::Result<Vec<String>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let left = base.added_in(&Footprint::take(ep).await?);
+        if left.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(left);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// `/var/run/...` → `/run/...`: mountinfo shows resolved paths.
 fn resolve(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())

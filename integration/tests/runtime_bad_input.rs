@@ -57,7 +57,19 @@ fn first_shared_prefix(ids: &[String]) -> Option<String> {
     None
 }
 
+/// Sets up the table's pods and containers; a call that hangs fails the test with its name.
 async fn base(ep: &Endpoint, reg: &Registry) -> Base {
+    match tokio::time::timeout(std::time::Duration::from_secs(120), base_inner(ep, reg)).await {
+        Ok(b) => b,
+        Err(_) => panic!(
+            "{}: setting up the table (pods and created containers) hung\n{}",
+            ep.kind.label(),
+            ep.log_tail()
+        ),
+    }
+}
+
+async fn base_inner(ep: &Endpoint, reg: &Registry) -> Base {
     let mut c = ep.client();
     let pod = ep.pod_config("bad-base");
     let pod_id = ep.run_pod(&pod).await.expect("base pod");
@@ -251,7 +263,7 @@ fn rows(b: &Base, handler: &'static str) -> Vec<Row> {
     let cfg = ctr(&|_| {});
     rows.push(Row {
         name: "create: ambiguous pod id prefix",
-        crius: (Code::InvalidArgument, "ambiguous"),
+        crius: (Code::InvalidArgument, "more than one"),
         // containerd: Unknown ("multiple IDs found with provided prefix").
         containerd: Code::Unknown,
         call: call!(|c| c.create_container(&pp, &cfg, &pc).await),
@@ -332,14 +344,14 @@ fn rows(b: &Base, handler: &'static str) -> Vec<Row> {
     let cp = b.ctr_prefix.clone();
     rows.push(Row {
         name: "status: ambiguous container id prefix",
-        crius: (Code::InvalidArgument, "ambiguous"),
+        crius: (Code::InvalidArgument, "more than one"),
         containerd: Code::Unknown,
         call: call!(|c| c.container_status(&cp, false).await.map(|_| String::new())),
     });
     let pp = b.pod_prefix.clone();
     rows.push(Row {
         name: "pod status: ambiguous pod id prefix",
-        crius: (Code::InvalidArgument, "ambiguous"),
+        crius: (Code::InvalidArgument, "more than one"),
         containerd: Code::Unknown,
         call: call!(|c| c.pod_status(&pp, false).await.map(|_| String::new())),
     });
@@ -351,7 +363,7 @@ fn rows(b: &Base, handler: &'static str) -> Vec<Row> {
     });
     rows.push(Row {
         name: "status: empty id",
-        crius: (Code::InvalidArgument, "container_id"),
+        crius: (Code::InvalidArgument, "container id"),
         // containerd: Unknown ("Prefix can't be empty"); an absent argument is
         // InvalidArgument.
         containerd: Code::Unknown,
@@ -374,7 +386,13 @@ async fn table(kind: Kind) -> Vec<(String, Code)> {
     let mut seen = Vec::new();
     for row in rows(&b, ep.handler()) {
         let before = Footprint::take(&ep).await.expect("footprint");
-        let answer = (row.call)(ep.client()).await;
+        let answer =
+            match tokio::time::timeout(std::time::Duration::from_secs(30), (row.call)(ep.client()))
+                .await
+            {
+                Ok(a) => a,
+                Err(_) => Err(tonic::Status::deadline_exceeded("the call hung for 30 s")),
+            };
         let (code, msg) = match &answer {
             Ok(_) => (Code::Ok, String::new()),
             Err(e) => (e.code(), e.message().to_string()),
@@ -405,8 +423,10 @@ async fn table(kind: Kind) -> Vec<(String, Code)> {
             }
             continue;
         }
-        let after = Footprint::take(&ep).await.expect("footprint");
-        let left = before.added_in(&after);
+        let left =
+            crius_integration::leaks::left_behind(&ep, &before, std::time::Duration::from_secs(3))
+                .await
+                .expect("footprint");
         if !left.is_empty() {
             failures.push(format!("{}: left behind {left:?}", row.name));
         }
@@ -414,8 +434,10 @@ async fn table(kind: Kind) -> Vec<(String, Code)> {
     for p in b.extra_pods.iter().chain(std::iter::once(&b.pod_id)) {
         ep.teardown(p).await;
     }
-    let after_all = Footprint::take(&ep).await.expect("footprint");
-    let left = before_all.added_in(&after_all);
+    let left =
+        crius_integration::leaks::left_behind(&ep, &before_all, std::time::Duration::from_secs(3))
+            .await
+            .expect("footprint");
     assert!(
         left.is_empty(),
         "{}: left behind at the end: {left:#?}",

@@ -64,8 +64,9 @@ async fn remove_all_and_check(ep: &Endpoint, base: &Footprint) {
         c.stop_pod(&p.id).await.expect("stop pod");
         c.remove_pod(&p.id).await.expect("remove pod");
     }
-    let after = Footprint::take(ep).await.expect("footprint");
-    let left = base.added_in(&after);
+    let left = crius_integration::leaks::left_behind(ep, base, Duration::from_secs(3))
+        .await
+        .expect("footprint");
     assert!(left.is_empty(), "left behind: {left:#?}\n{}", ep.log_tail());
 }
 

@@ -268,8 +268,19 @@ async fn container_exit_codes(cx: Arc<Cx>) -> R {
         cx.same(&format!("{name}/state"), st.state);
         cx.same(&format!("{name}/exit_code"), st.exit_code);
         cx.same(&format!("{name}/reason"), &st.reason);
-        // Start of an exited container is refused, stop of it is fine.
-        cx.same(&format!("{name}/start_again"), code_of(c.start(&id).await));
+        // Start of an exited container is refused: FailedPrecondition (wrong state) in
+        // crius; containerd 1.6 answers Unknown ("container is in CONTAINER_EXITED state").
+        // Stop of it is fine in both.
+        let again = code_of(c.start(&id).await);
+        let want_again = if cx.crius() {
+            Code::FailedPrecondition
+        } else {
+            Code::Unknown
+        };
+        ensure!(
+            again == want_again,
+            "start of an exited container: {again:?}"
+        );
         cx.same(
             &format!("{name}/stop_exited"),
             code_of(c.stop(&id, 0).await),
@@ -446,12 +457,12 @@ async fn exec_sync(cx: Arc<Cx>) -> R {
         !ps.contains("sleep 30"),
         "the timed-out exec was killed: {ps}"
     );
-    // A command that does not exist.
+    // A command that does not exist: both refuse it with an error (runc cannot exec it),
+    // with different codes: crius Internal, containerd 1.6 Unknown. Neither is clearly
+    // right (CRI-O and Docker answer exit code 126/127 instead); only the failure is
+    // compared.
     let r = c.exec_sync(&id, &["/no/such/binary"], 5).await;
-    cx.same(
-        "missing_binary",
-        r.as_ref().map(|r| r.exit_code).map_err(|e| e.code()),
-    );
+    cx.same("missing_binary_fails", r.is_err());
     Ok(())
 }
 
@@ -886,8 +897,15 @@ async fn reopen_log(cx: Arc<Cx>) -> R {
     );
     c.stop(&id, 0).await?;
     exited(&cx, &id).await?;
-    let r = c.reopen_log(&id).await;
-    cx.same("reopen_stopped", code(&r));
+    // Reopen of a stopped container: FailedPrecondition in crius (wrong state); containerd
+    // 1.6 answers Unknown ("container is not running").
+    let r = code(&c.reopen_log(&id).await);
+    let want = if cx.crius() {
+        Code::FailedPrecondition
+    } else {
+        Code::Unknown
+    };
+    ensure!(r == want, "reopen of a stopped container: {r:?}");
     Ok(())
 }
 
@@ -1067,10 +1085,9 @@ async fn suite_on(kind: Kind, reg: &Registry) -> (Outcomes, Arc<Endpoint>, Vec<S
         .await
         .expect("footprint");
     let out = run_all(ep.clone(), &selected(), 6, Duration::from_secs(120)).await;
-    let after = crius_integration::leaks::Footprint::take(&ep)
+    let left = crius_integration::leaks::left_behind(&ep, &before, Duration::from_secs(3))
         .await
         .expect("footprint");
-    let left = before.added_in(&after);
     (out, ep, left)
 }
 
@@ -1139,7 +1156,10 @@ async fn crius_crun() {
         .await
         .expect("footprint");
     let pod = ep.pod_config("crun-probe");
-    match ep.run_pod(&pod).await {
+    let probe = tokio::time::timeout(Duration::from_secs(60), ep.run_pod(&pod))
+        .await
+        .unwrap_or_else(|_| panic!("RunPodSandbox on crun hung for 60 s\n{}", ep.log_tail()));
+    match probe {
         Ok(id) => {
             ep.teardown(&id).await;
             drop(ep);
@@ -1147,10 +1167,9 @@ async fn crius_crun() {
         }
         Err(e) => {
             assert!(e.message().contains("cgroup"), "clear cgroup error: {e:?}");
-            let after = crius_integration::leaks::Footprint::take(&ep)
+            let left = crius_integration::leaks::left_behind(&ep, &before, Duration::from_secs(3))
                 .await
                 .expect("footprint");
-            let left = before.added_in(&after);
             assert!(left.is_empty(), "a failed crun pod left: {left:#?}");
         }
     }
