@@ -186,7 +186,47 @@ pub fn container_status(rec: &ContainerRecord) -> cri::ContainerStatus {
             .collect(),
         log_path: rec.log_path.clone(),
         image_id: rec.image_id.clone(),
+        resources: rec
+            .config
+            .linux
+            .resources
+            .as_ref()
+            .map(|r| cri::ContainerResources {
+                linux: Some(linux_resources(r)),
+                windows: None,
+            }),
         ..Default::default()
+    }
+}
+
+/// The resources a container was created (or last updated) with.
+fn linux_resources(r: &crate::container::config::Resources) -> cri::LinuxContainerResources {
+    cri::LinuxContainerResources {
+        cpu_period: r
+            .cpu_period
+            .map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX)),
+        cpu_quota: r.cpu_quota.unwrap_or(0),
+        cpu_shares: r
+            .cpu_shares
+            .map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX)),
+        memory_limit_in_bytes: r.memory_limit_in_bytes.unwrap_or(0),
+        oom_score_adj: i64::from(r.oom_score_adj),
+        cpuset_cpus: r.cpuset_cpus.clone(),
+        cpuset_mems: r.cpuset_mems.clone(),
+        hugepage_limits: r
+            .hugepage_limits
+            .iter()
+            .map(|h| cri::HugepageLimit {
+                page_size: h.page_size.clone(),
+                limit: h.limit,
+            })
+            .collect(),
+        unified: r
+            .unified
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        memory_swap_limit_in_bytes: r.memory_swap_limit_in_bytes.unwrap_or(0),
     }
 }
 
