@@ -363,7 +363,7 @@ fn rows(b: &Base, handler: &'static str) -> Vec<Row> {
     });
     rows.push(Row {
         name: "status: empty id",
-        crius: (Code::InvalidArgument, "container id"),
+        crius: (Code::InvalidArgument, "container_id"),
         // containerd: Unknown ("Prefix can't be empty"); an absent argument is
         // InvalidArgument.
         containerd: Code::Unknown,
