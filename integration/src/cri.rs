@@ -410,6 +410,41 @@ pub fn config_text(dir: &Path, socket: &Path, extra: &str) -> anyhow::Result<Str
     Ok(config)
 }
 
+/// Force-deletes every container in the runc roots under `dir` and kills the processes
+/// (shims) whose command line names `dir`.
+fn kill_leftovers(dir: &Path) {
+    if let Ok(roots) = std::fs::read_dir(dir.join("runc")) {
+        for root in roots.flatten() {
+            let Ok(ids) = std::fs::read_dir(root.path()) else {
+                continue;
+            };
+            for id in ids.flatten() {
+                let _ = Command::new("runc")
+                    .arg("--root")
+                    .arg(root.path())
+                    .args(["delete", "--force"])
+                    .arg(id.file_name())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+    let needle = dir.display().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        if pid != std::process::id() && String::from_utf8_lossy(&cmdline).contains(&needle) {
+            host::kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
 /// Starts `crius --config <dir>/crius.toml` logging to `<dir>/crius.log` (appending) and
 /// waits for its socket.
 fn spawn_daemon(dir: &Path, socket: &Path) -> anyhow::Result<Child> {
@@ -462,6 +497,10 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A test that ends without removing its pods leaves shims (which outlive a killed
+        // daemon by design) and containers behind: remove the containers through runc
+        // (which kills a created container's `runc init` too), then the shims.
+        kill_leftovers(self.dir.path());
         // What a killed daemon leaves mounted (its netns pin dir is a bind mount of itself)
         // would keep the temp dir from being removed: unmount, deepest first.
         let mut mounts = host::mounts_under(self.dir.path());
