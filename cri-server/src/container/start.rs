@@ -27,12 +27,14 @@ impl Pods {
                 rec.sandbox_id
             ))
         })?;
+        // Taken before the RPC: a fast process can exit (and its exit be recorded) before
+        // Start returns, and started_at must never be after finished_at.
+        let started = now_ns();
         match client.start(&rec.id, "").await {
             Ok(pid) => {
-                let started = now_ns();
                 // An exit event may already have been recorded: keep it.
                 self.update_container(&rec.id, |c| {
-                    c.started_at = started;
+                    c.started_at = c.exit.as_ref().map_or(started, |e| started.min(e.at));
                     c.pid = pid;
                     if c.state == ContainerState::Created {
                         c.state = ContainerState::Running;
