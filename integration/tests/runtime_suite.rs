@@ -252,14 +252,19 @@ async fn container_exit_codes(cx: Arc<Cx>) -> R {
         let st = exited(&cx, &id).await?;
         ensure!(st.exit_code == want, "{st:?}");
         ensure!(st.reason == reason, "{st:?}");
-        ensure!(
-            st.created_at <= st.started_at && st.started_at < st.finished_at,
-            "timestamps ordered: {st:?}"
-        );
-        ensure!(
-            st.finished_at - st.started_at >= 150_000_000,
-            "ran ≥ 0.2 s: {st:?}"
-        );
+        // containerd 1.6 stamps started_at when Start returns, so under load its started_at
+        // trails the real start and can even pass finished_at; crius stamps it before the
+        // Start RPC and never after a recorded exit. Only crius's timestamps are held to it.
+        if cx.crius() {
+            ensure!(
+                st.created_at <= st.started_at && st.started_at < st.finished_at,
+                "timestamps ordered: {st:?}"
+            );
+            ensure!(
+                st.finished_at - st.started_at >= 150_000_000,
+                "ran ≥ 0.2 s: {st:?}"
+            );
+        }
         ensure!(
             st.log_path == log_file(&pod, &cfg).display().to_string(),
             "{st:?}"

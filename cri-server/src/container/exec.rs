@@ -68,11 +68,10 @@ impl Pods {
         let out_path = dir.join(format!("exec-{exec_id}-stdout"));
         let err_path = dir.join(format!("exec-{exec_id}-stderr"));
         let fifos = Fifos::make(&[&out_path, &err_path])?;
-        let out = fifos.open(0)?;
-        let err = fifos.open(1)?;
-        let (done_tx, done_rx) = tokio::sync::watch::channel(false);
-        let out_task = tokio::spawn(read_capped(out, done_rx.clone()));
-        let err_task = tokio::spawn(read_capped(err, done_rx));
+        let (out, out_keep) = fifos.open(0)?;
+        let (err, err_keep) = fifos.open(1)?;
+        let out_task = tokio::spawn(read_capped(out));
+        let err_task = tokio::spawn(read_capped(err));
         let run = async {
             client
                 .exec(ExecProcess {
@@ -107,9 +106,20 @@ impl Pods {
             }
         };
         let result = run.await;
-        let _ = done_tx.send(true);
-        let stdout = out_task.await.unwrap_or_default();
-        let stderr = err_task.await.unwrap_or_default();
+        // The exec ended: once the shim closes its ends too, the readers see EOF. A child
+        // that keeps them open must not hold ExecSync forever.
+        drop((out_keep, err_keep));
+        let collect = |t: tokio::task::JoinHandle<Vec<u8>>| async move {
+            let abort = t.abort_handle();
+            match tokio::time::timeout(OUTPUT_GRACE, t).await {
+                Ok(Ok(buf)) => buf,
+                _ => {
+                    abort.abort();
+                    Vec::new()
+                }
+            }
+        };
+        let (stdout, stderr) = tokio::join!(collect(out_task), collect(err_task));
         if let Err(e) = client.delete(&rec.id, &exec_id).await {
             tracing::debug!(container = %rec.id, exec = %exec_id, error = %e, "deleting exec");
         }
@@ -128,11 +138,11 @@ impl Pods {
     }
 }
 
-/// Reads until told the process is done, then drains what is left without waiting.
-async fn read_capped(
-    mut rx: pipe::Receiver,
-    mut done: tokio::sync::watch::Receiver<bool>,
-) -> Vec<u8> {
+/// How long output may trail the exec's exit.
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+
+/// Reads until EOF, keeping at most [`EXEC_OUTPUT_CAP`] bytes.
+async fn read_capped(mut rx: pipe::Receiver) -> Vec<u8> {
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     let mut truncated = false;
@@ -144,20 +154,9 @@ async fn read_capped(
         }
     };
     loop {
-        tokio::select! {
-            r = rx.read(&mut chunk) => match r {
-                Ok(0) | Err(_) => break,
-                Ok(n) => keep(&mut buf, &chunk[..n], &mut truncated),
-            },
-            _ = done.wait_for(|d| *d) => {
-                loop {
-                    match rx.try_read(&mut chunk) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => keep(&mut buf, &chunk[..n], &mut truncated),
-                    }
-                }
-                break;
-            }
+        match rx.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => keep(&mut buf, &chunk[..n], &mut truncated),
         }
     }
     if truncated {
@@ -192,17 +191,19 @@ impl Fifos {
         Ok(made)
     }
 
-    /// Opens fifo `i` for reading, read-write so that the open does not block and EOF
-    /// does not come before the writer has even opened it.
-    pub(crate) fn open(&self, i: usize) -> Result<pipe::Receiver, PodError> {
+    /// Opens fifo `i` for reading, plus a write end of our own: the open does not block,
+    /// and EOF cannot come before the shim has even opened its end. Dropping the returned
+    /// sender once the exec has exited lets EOF arrive when the shim is done copying (the
+    /// Go shim copies output through its own pipe, after the process exited).
+    pub(crate) fn open(&self, i: usize) -> Result<(pipe::Receiver, pipe::Sender), PodError> {
         let p = self
             .0
             .get(i)
             .ok_or_else(|| PodError::Internal(format!("no fifo {i}")))?;
-        pipe::OpenOptions::new()
-            .read_write(true)
-            .open_receiver(p)
-            .map_err(|e| PodError::internal(format!("opening {}", p.display()), e))
+        let err = |e| PodError::internal(format!("opening {}", p.display()), e);
+        let rx = pipe::OpenOptions::new().open_receiver(p).map_err(err)?;
+        let tx = pipe::OpenOptions::new().open_sender(p).map_err(err)?;
+        Ok((rx, tx))
     }
 }
 
