@@ -461,7 +461,8 @@ fn spawn_daemon(dir: &Path, socket: &Path) -> anyhow::Result<Child> {
         .stderr(log)
         .spawn()?;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !socket.exists() {
+    // The socket file appears at bind time; wait until a connect actually succeeds.
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
         if let Ok(Some(st)) = child.try_wait() {
             anyhow::bail!(
                 "crius exited with {st}: {}",
