@@ -42,9 +42,7 @@ impl Pods {
             }
             let wait = Duration::from_secs(u64::try_from(timeout_s).unwrap_or(0));
             if let Ok(Ok(st)) = tokio::time::timeout(wait, client.wait(&rec.id, "")).await {
-                let at = st.exited_at.map(to_ns).unwrap_or_else(now_ns);
-                self.record_exit(&rec.id, st.code as i32, at, "").await;
-                self.delete_task(&rec.id, &rec.sandbox_id).await;
+                self.stopped(&rec.id, &rec.sandbox_id, st).await;
                 return Ok(());
             }
         }
@@ -61,10 +59,15 @@ impl Pods {
                     rec.id
                 ))
             })??;
-        let at = st.exited_at.map(to_ns).unwrap_or_else(now_ns);
-        self.record_exit(&rec.id, st.code as i32, at, "").await;
-        self.delete_task(&rec.id, &rec.sandbox_id).await;
+        self.stopped(&rec.id, &rec.sandbox_id, st).await;
         Ok(())
+    }
+
+    /// Records how a stopped container ended and deletes its task.
+    async fn stopped(&self, id: &str, sandbox_id: &str, st: runtime_v2_api::ExitStatus) {
+        let at = st.exited_at.map(to_ns).unwrap_or_else(now_ns);
+        self.record_exit(id, st.code as i32, at, "").await;
+        self.delete_task(id, sandbox_id).await;
     }
 
     /// Deletes an exited container's task from its shim (its low-level runtime state).

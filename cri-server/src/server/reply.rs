@@ -42,6 +42,11 @@ fn pod_metadata(rec: &SandboxRecord) -> cri::PodSandboxMetadata {
     }
 }
 
+/// The CRI code of a sandbox state (for filters).
+pub fn sandbox_state_code(s: SandboxState) -> i32 {
+    sandbox_state(s)
+}
+
 fn sandbox_state(s: SandboxState) -> i32 {
     match s {
         SandboxState::Ready => cri::PodSandboxState::SandboxReady as i32,

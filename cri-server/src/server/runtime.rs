@@ -189,7 +189,7 @@ impl RuntimeService for Runtime {
                 filter
                     .state
                     .as_ref()
-                    .is_none_or(|st| reply::pod_sandbox(s).state == st.state)
+                    .is_none_or(|st| reply::sandbox_state_code(s.state) == st.state)
             })
             .filter(|s| labels_match(&s.config.labels, &filter.label_selector))
             .map(reply::pod_sandbox)

@@ -181,6 +181,29 @@ pub enum SpecError {
     Internal(String),
 }
 
+/// A spec over `rootfs` in the bundle, from its parts (shared by sandboxes and containers).
+fn assemble(
+    readonly_rootfs: bool,
+    process: oci_spec::runtime::Process,
+    mounts: Vec<oci_spec::runtime::Mount>,
+    annotations: HashMap<String, String>,
+    linux: oci_spec::runtime::Linux,
+) -> Result<Spec, SpecError> {
+    Ok(SpecBuilder::default()
+        .version(OCI_VERSION)
+        .root(
+            RootBuilder::default()
+                .path("rootfs")
+                .readonly(readonly_rootfs)
+                .build()?,
+        )
+        .process(process)
+        .mounts(mounts)
+        .annotations(annotations)
+        .linux(linux)
+        .build()?)
+}
+
 /// The cgroup path of a sandbox or container. cgroupfs: `<parent or /crius>/<id>`;
 /// systemd: `<slice or system.slice>:crius:<id>` (runc's `slice:prefix:name`; a parent given
 /// as a path contributes its last component, which is the slice).
@@ -358,19 +381,7 @@ pub fn sandbox_spec(input: &SandboxSpecInput) -> Result<Spec, SpecError> {
         annotations.insert(k.to_string(), v.to_string());
     }
 
-    let mut spec = SpecBuilder::default()
-        .version(OCI_VERSION)
-        .root(
-            RootBuilder::default()
-                .path("rootfs")
-                .readonly(sec.readonly_rootfs)
-                .build()?,
-        )
-        .process(process)
-        .mounts(mount_list)
-        .annotations(annotations)
-        .linux(linux)
-        .build()?;
+    let mut spec = assemble(sec.readonly_rootfs, process, mount_list, annotations, linux)?;
     spec.set_hostname(if host_network {
         None
     } else {
@@ -648,19 +659,7 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
         annotations.insert(k.to_string(), v.to_string());
     }
 
-    let mut spec = SpecBuilder::default()
-        .version(OCI_VERSION)
-        .root(
-            RootBuilder::default()
-                .path("rootfs")
-                .readonly(sec.readonly_rootfs)
-                .build()?,
-        )
-        .process(process)
-        .mounts(mount_list)
-        .annotations(annotations)
-        .linux(linux)
-        .build()?;
+    let mut spec = assemble(sec.readonly_rootfs, process, mount_list, annotations, linux)?;
     // Containers share the pause's UTS namespace (or the host's): a hostname here would make
     // runc refuse the spec.
     spec.set_hostname(None);
