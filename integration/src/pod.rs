@@ -251,12 +251,17 @@ impl Endpoint {
         }
     }
 
-    /// The last few KiB of the daemon's log, for failure messages.
-    pub fn log_tail(&self) -> String {
-        let log = match &self.backend {
+    /// The daemon's whole log so far.
+    pub fn log(&self) -> String {
+        match &self.backend {
             Backend::Crius(d) => d.log(),
             Backend::Containerd { daemon, .. } => daemon.log(),
-        };
+        }
+    }
+
+    /// The last few KiB of the daemon's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = self.log();
         let mut start = log.len().saturating_sub(6000);
         while !log.is_char_boundary(start) {
             start += 1;

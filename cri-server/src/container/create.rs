@@ -92,9 +92,7 @@ impl Pods {
                 "container name {name:?} is reserved by {holder}"
             )));
         }
-        lock(&self.records)
-            .containers
-            .insert(id.clone(), rec.clone());
+        lock(&self.records).put_container(rec.clone());
         match self.make_container(rec, &sandbox, &image, &chain).await {
             Ok(()) => {
                 self.emit(&id, &sandbox.id, ContainerEventKind::Created);
@@ -161,7 +159,7 @@ impl Pods {
         .map_err(PodError::from)?;
         spec::write_spec(&oci, &bundle).map_err(PodError::from)?;
         tracing::debug!(container = %id, "spec written");
-        rec.spec = serde_json::to_value(&oci).ok();
+        rec.spec = spec::StoredSpec::new(&oci).ok();
         if !rec.log_path.is_empty() {
             if let Some(dir) = std::path::Path::new(&rec.log_path).parent() {
                 tokio::fs::create_dir_all(dir)

@@ -59,9 +59,9 @@ impl Pods {
             .spec
             .as_ref()
             .ok_or_else(|| PodError::Internal(format!("container {} has no spec", rec.id)))?;
-        let container_spec: oci_spec::runtime::Spec =
-            serde_json::from_value(container_spec.clone())
-                .map_err(|e| PodError::internal("container spec", e))?;
+        let container_spec = container_spec
+            .parse()
+            .map_err(|e| PodError::internal("container spec", e))?;
         let process = spec::exec_process(&container_spec, cmd, false).map_err(PodError::from)?;
         let exec_id = new_id()?[..16].to_string();
         let dir = self.cfg.dirs.bundle(&rec.id);

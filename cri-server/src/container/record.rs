@@ -56,7 +56,7 @@ pub struct ContainerRecord {
     /// The full log path (`log_directory/log_path`), empty when none.
     pub log_path: String,
     /// The spec it runs with, as JSON (for exec and verbose status).
-    pub spec: Option<serde_json::Value>,
+    pub spec: Option<crate::spec::StoredSpec>,
     /// The image's `StopSignal`, if any.
     #[serde(default)]
     pub stop_signal: Option<String>,

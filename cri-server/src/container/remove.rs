@@ -41,7 +41,7 @@ impl Pods {
             t.delete(CONTAINERS, id)?;
             Ok(())
         })?;
-        lock(&self.records).containers.remove(id);
+        lock(&self.records).drop_container(id);
         Ok(())
     }
 }

@@ -36,13 +36,19 @@ impl Pods {
             .map_err(PodError::from)?;
         let json = serde_json::to_value(&linux).map_err(|e| PodError::internal("resources", e))?;
         client.update(&rec.id, &json, annotations).await?;
+        // The stored spec follows, so exec and verbose status see the new limits.
+        let new_spec = match rec.spec.as_ref().map(|s| s.parse()) {
+            Some(Ok(mut oci)) => {
+                if let Some(l) = oci.linux_mut() {
+                    l.set_resources(Some(linux));
+                }
+                spec::StoredSpec::new(&oci).ok()
+            }
+            _ => rec.spec.clone(),
+        };
         self.update_container(&rec.id, |c| {
             c.config.set_resources(resources);
-            if let Some(spec) = c.spec.as_mut() {
-                if let Some(l) = spec.get_mut("linux").and_then(|l| l.as_object_mut()) {
-                    l.insert("resources".into(), json.clone());
-                }
-            }
+            c.spec = new_spec;
         })?;
         Ok(())
     }

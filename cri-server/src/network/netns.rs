@@ -79,6 +79,11 @@ pub struct NetNs {
 }
 
 impl NetNs {
+    /// Where [`NetNs::create`] pins the namespace of `id`.
+    pub fn pin_path(dir: &Path, id: &str) -> PathBuf {
+        dir.join(id)
+    }
+
     /// Creates a new network namespace with `lo` up, pinned at `<dir>/<id>`.
     ///
     /// `dir` is created when missing. On any failure there is no pin file and no mount.
@@ -87,7 +92,7 @@ impl NetNs {
             return Err(NetNsError::InvalidId(id.to_string()));
         }
         let dir = dir.to_path_buf();
-        let path = dir.join(id);
+        let path = NetNs::pin_path(&dir, id);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let pin = path.clone();
         // A dedicated thread, not a blocking-pool one: the thread's network namespace is

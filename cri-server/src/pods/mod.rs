@@ -73,7 +73,28 @@ pub struct PodsConfig {
 #[derive(Default)]
 pub(crate) struct Records {
     pub sandboxes: BTreeMap<String, SandboxRecord>,
-    pub containers: BTreeMap<String, ContainerRecord>,
+    /// Changed only through [`Records::put_container`] and [`Records::drop_container`],
+    /// which count the changes.
+    containers: BTreeMap<String, ContainerRecord>,
+    /// Bumped on every change to `containers`: lets readers reuse what they built from an
+    /// unchanged set (ListContainers' encoded reply).
+    containers_generation: u64,
+}
+
+impl Records {
+    pub fn containers(&self) -> &BTreeMap<String, ContainerRecord> {
+        &self.containers
+    }
+
+    pub fn put_container(&mut self, rec: ContainerRecord) {
+        self.containers_generation += 1;
+        self.containers.insert(rec.id.clone(), rec);
+    }
+
+    pub fn drop_container(&mut self, id: &str) {
+        self.containers_generation += 1;
+        self.containers.remove(id);
+    }
 }
 
 /// Every sandbox and container of the node.
@@ -117,8 +138,8 @@ impl Pods {
         for (id, rec) in store.list::<SandboxRecord>(SANDBOXES)? {
             records.sandboxes.insert(id, rec);
         }
-        for (id, rec) in store.list::<ContainerRecord>(CONTAINERS)? {
-            records.containers.insert(id, rec);
+        for (_, rec) in store.list::<ContainerRecord>(CONTAINERS)? {
+            records.put_container(rec);
         }
         let (events, _) = broadcast::channel(1024);
         Ok(Arc::new(Pods {
@@ -167,7 +188,7 @@ impl Pods {
     /// A container by id or unique id prefix.
     pub fn container(&self, id: &str) -> Result<Option<ContainerRecord>, PodError> {
         let r = lock(&self.records);
-        find(&r.containers, id, "container", "container_id")
+        find(r.containers(), id, "container", "container_id")
     }
 
     /// Every sandbox.
@@ -181,7 +202,7 @@ impl Pods {
         keep: impl Fn(&ContainerRecord) -> bool,
     ) -> Vec<ContainerRecord> {
         lock(&self.records)
-            .containers
+            .containers()
             .values()
             .filter(|c| keep(c))
             .cloned()
@@ -193,14 +214,28 @@ impl Pods {
     pub fn map_containers<T>(
         &self,
         keep: impl Fn(&ContainerRecord) -> bool,
-        map: impl Fn(&ContainerRecord) -> T,
+        map: impl FnMut(&ContainerRecord) -> T,
     ) -> Vec<T> {
         lock(&self.records)
-            .containers
+            .containers()
             .values()
             .filter(|c| keep(c))
             .map(map)
             .collect()
+    }
+
+    /// Runs `f` over every container, under the lock, with the set's generation.
+    pub fn read_containers<T>(
+        &self,
+        f: impl FnOnce(u64, std::collections::btree_map::Values<'_, String, ContainerRecord>) -> T,
+    ) -> T {
+        let r = lock(&self.records);
+        f(r.containers_generation, r.containers().values())
+    }
+
+    /// A number that changes whenever any container is added, changed or removed.
+    pub fn containers_generation(&self) -> u64 {
+        lock(&self.records).containers_generation
     }
 
     /// Containers of one sandbox.
@@ -230,9 +265,7 @@ impl Pods {
     /// Writes a container record to the store, then to memory.
     pub(crate) fn save_container(&self, rec: &ContainerRecord) -> Result<(), PodError> {
         self.store.update(|t| t.put(CONTAINERS, &rec.id, rec))?;
-        lock(&self.records)
-            .containers
-            .insert(rec.id.clone(), rec.clone());
+        lock(&self.records).put_container(rec.clone());
         Ok(())
     }
 
@@ -251,9 +284,7 @@ impl Pods {
             Ok(Some(rec))
         })?;
         if let Some(rec) = &updated {
-            lock(&self.records)
-                .containers
-                .insert(rec.id.clone(), rec.clone());
+            lock(&self.records).put_container(rec.clone());
         }
         Ok(updated)
     }

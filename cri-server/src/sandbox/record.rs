@@ -42,5 +42,5 @@ pub struct SandboxRecord {
     pub image: String,
     /// The spec the pause container runs with, as JSON (for verbose status).
     #[serde(default)]
-    pub spec: Option<serde_json::Value>,
+    pub spec: Option<crate::spec::StoredSpec>,
 }

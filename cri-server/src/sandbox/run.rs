@@ -48,6 +48,7 @@ impl Pods {
         let id = new_id()?;
         let name = reserved_name(&config);
         let _guard = self.locks.lock(&id).await;
+        let netns = !config.host_network();
         let rec = SandboxRecord {
             id: id.clone(),
             name: name.clone(),
@@ -55,7 +56,8 @@ impl Pods {
             handler: handler.name.clone(),
             state: SandboxState::Creating,
             created_at: now_ns(),
-            netns: None,
+            // Known before it exists, so a rollback or a recovery always finds it.
+            netns: netns.then(|| NetNs::pin_path(&self.cfg.dirs.netns, &id)),
             pid: 0,
             bootstrap: None,
             image: image.id.to_string(),
@@ -89,6 +91,9 @@ impl Pods {
         }
     }
 
+    /// Makes the sandbox in two arms that run at once: the host side (files, netns, rootfs)
+    /// and the shim's start-up, which needs only the bundle's `config.json`. The spec is
+    /// built first from paths known in advance, so neither arm waits for the other.
     async fn make_sandbox(
         &self,
         mut rec: SandboxRecord,
@@ -97,37 +102,15 @@ impl Pods {
     ) -> Result<(), PodError> {
         let id = rec.id.clone();
         let dirs = &self.cfg.dirs;
-        let host_network = rec.config.host_network();
         let files_dir = dirs.sandboxes.join(&id);
-        let hostname = rec.config.hostname.clone();
-        let dns = rec.config.dns_files();
-        let files = SandboxFiles::create(
-            &files_dir,
-            &SandboxFilesSpec {
-                hostname: &hostname,
-                dns: dns.as_ref(),
-                host_network,
-                host_ipc: rec.config.host_ipc(),
-                shm_size: DEFAULT_SHM_SIZE,
-            },
-        )
-        .await
-        .map_err(|e| PodError::internal("sandbox files", e))?;
-        if !host_network {
-            let ns = NetNs::create(&dirs.netns, &id)
-                .await
-                .map_err(|e| PodError::internal("network namespace", e))?;
-            rec.netns = Some(ns.path().to_path_buf());
-            self.save_sandbox_lazy(&rec)?;
-        }
         let bundle = dirs.bundle(&id);
-        self.mount_rootfs(&id, chain).await?;
         let rec_image = self
             .images
             .resolve(&rec.image)?
             .ok_or_else(|| PodError::NotFound(format!("sandbox image {} vanished", rec.image)))?;
         let (image_config, _) = self.images.config(&rec_image).await?;
-        let paths = crate::sandbox::spec_paths(&files, rec.config.host_ipc());
+        let paths =
+            crate::sandbox::spec_paths(&SandboxFiles::at(&files_dir), rec.config.host_ipc());
         let cgroups_path = spec::cgroups_path(
             rec.config.cgroup_parent(),
             &id,
@@ -147,13 +130,47 @@ impl Pods {
             })
         })
         .map_err(PodError::from)?;
+        tokio::fs::create_dir_all(&bundle)
+            .await
+            .map_err(|e| PodError::internal(format!("creating {}", bundle.display()), e))?;
         spec::write_spec(&oci, &bundle).map_err(PodError::from)?;
-        rec.spec = serde_json::to_value(&oci).ok();
-        let launched = shim::launch(handler, &self.cfg.env, &id, &bundle).await?;
-        rec.bootstrap = Some(launched.bootstrap.to_json());
+        rec.spec = spec::StoredSpec::new(&oci).ok();
+
+        let host_side = async {
+            let dns = rec.config.dns_files();
+            SandboxFiles::create(
+                &files_dir,
+                &SandboxFilesSpec {
+                    hostname: &rec.config.hostname,
+                    dns: dns.as_ref(),
+                    host_network: rec.config.host_network(),
+                    host_ipc: rec.config.host_ipc(),
+                    shm_size: DEFAULT_SHM_SIZE,
+                },
+            )
+            .await
+            .map_err(|e| PodError::internal("sandbox files", e))?;
+            if rec.netns.is_some() {
+                NetNs::create(&dirs.netns, &id)
+                    .await
+                    .map_err(|e| PodError::internal("network namespace", e))?;
+            }
+            self.mount_rootfs(&id, chain).await?;
+            Ok::<_, PodError>(())
+        };
+        // Both arms run to the end even when one fails, so that everything they made is
+        // known to the rollback (the netns pin path is in the record from the start).
+        let (made, launched) = tokio::join!(
+            host_side,
+            shim::launch(handler, &self.cfg.env, &id, &bundle)
+        );
+        if let Ok(l) = &launched {
+            rec.bootstrap = Some(l.bootstrap.to_json());
+            lock(&self.shims).insert(id.clone(), l.client.clone());
+        }
         self.save_sandbox_lazy(&rec)?;
-        lock(&self.shims).insert(id.clone(), launched.client.clone());
-        let client = launched.client;
+        made?;
+        let client = launched?.client;
         client
             .create(CreateTask {
                 id: id.clone(),

@@ -1,6 +1,7 @@
 //! The CRI edge: tonic services. Protobuf types are converted to domain types here and
 //! nowhere else.
 
+pub mod container_list;
 pub(crate) mod convert;
 pub mod image;
 mod reply;

@@ -253,18 +253,11 @@ impl RuntimeService for Runtime {
         &self,
         r: Request<cri::ListContainersRequest>,
     ) -> R<cri::ListContainersResponse> {
+        // Served by `container_list` on the CRI socket; this is the plain form of it.
         let f = r.into_inner().filter.unwrap_or_default();
-        let containers = self.pods.map_containers(
-            |c| {
-                c.id.starts_with(&f.id)
-                    && c.sandbox_id.starts_with(&f.pod_sandbox_id)
-                    && f.state
-                        .as_ref()
-                        .is_none_or(|st| reply::container_state_code(c.state) == st.state)
-                    && labels_match(&c.config.labels, &f.label_selector)
-            },
-            reply::container,
-        );
+        let containers = self
+            .pods
+            .map_containers(|c| super::container_list::selects(&f, c), reply::container);
         Ok(Response::new(cri::ListContainersResponse { containers }))
     }
 

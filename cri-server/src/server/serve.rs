@@ -10,6 +10,7 @@ use crius_proto::cri::{
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
+use super::container_list::{ContainerList, WithContainerList};
 use super::{image::Images, runtime::Runtime};
 use crate::status::RuntimeStatus;
 
@@ -62,8 +63,10 @@ pub async fn serve(
         shutdown.await;
         let _ = signalled_tx.send(());
     };
+    let list = Arc::new(ContainerList::new(pods.clone()));
+    let runtime = RuntimeServiceServer::new(Runtime::new(status, pods));
     let server = tonic::transport::Server::builder()
-        .add_service(RuntimeServiceServer::new(Runtime::new(status, pods)))
+        .add_service(WithContainerList::new(runtime, list))
         .add_service(ImageServiceServer::new(Images::new(images)))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signalled);
     let grace = async {

@@ -17,7 +17,10 @@
 pub mod caps;
 pub mod mounts;
 pub mod seccomp;
+pub mod stored;
 pub mod user;
+
+pub use stored::StoredSpec;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

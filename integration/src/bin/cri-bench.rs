@@ -7,6 +7,11 @@
 //! target/release/cri-bench --pods 30 --containers 1000
 //! ```
 //!
+//! `--crius-only` skips containerd (ratios then read NaN), for quick looks while tuning.
+//!
+//! `--keep-logs DIR` writes each daemon's log to `DIR/<runtime>.log` (run them with
+//! `CRIUS_LOG=crius=debug` to see each step's timestamps).
+//!
 //! It must be the release build: the crius that runs is the one next to the executable
 //! (`host::target_dir()`), with its shim beside it.
 //!
@@ -23,7 +28,7 @@
 //! * daemon RSS (`VmRSS`, and `VmHWM` the peak so far) and the total RSS of the shims
 //!   serving this daemon, with 20 pods running (or `--pods` if fewer);
 //! * `ListContainers` with `--containers` containers (created, not started, spread over 10
-//!   pods): median of 21 calls.
+//!   pods): median of `--list-calls` calls (21).
 //!
 //! Note: crius pods get a fresh network namespace with loopback only (CNI arrives with
 //! issue 6) while containerd's go through the bridge plugin; RunPodSandbox figures compare
@@ -74,6 +79,8 @@ async fn measure(
     reg: &Registry,
     pods: usize,
     containers: usize,
+    list_calls: usize,
+    keep_logs: Option<&std::path::Path>,
 ) -> anyhow::Result<Figures> {
     let images = push_test_images(reg).await?;
     let ep = Endpoint::start(kind, reg, &images).await?;
@@ -143,7 +150,7 @@ async fn measure(
         while let Some(r) = set.join_next().await {
             r.context("join")?.context("CreateContainer for the list")?;
         }
-        for _ in 0..21 {
+        for _ in 0..list_calls {
             let t = Instant::now();
             let n = c
                 .list_containers(None)
@@ -157,6 +164,11 @@ async fn measure(
             let _ = c.stop_pod(id).await;
             c.remove_pod(id).await.context("remove list pod")?;
         }
+    }
+    if let Some(dir) = keep_logs {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let file = dir.join(format!("{}.log", label.replace(['/', ' '], "-")));
+        std::fs::write(&file, ep.log()).with_context(|| format!("writing {}", file.display()))?;
     }
     Ok(f)
 }
@@ -178,6 +190,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut pods = 30usize;
     let mut containers = 1000usize;
+    let mut crius_only = false;
+    let mut keep_logs: Option<std::path::PathBuf> = None;
+    let mut list_calls = 21usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut num = |flag: &str| -> anyhow::Result<usize> {
@@ -188,8 +203,13 @@ async fn main() -> anyhow::Result<()> {
         match a.as_str() {
             "--pods" => pods = num("--pods")?,
             "--containers" => containers = num("--containers")?,
+            "--crius-only" => crius_only = true,
+            "--list-calls" => list_calls = num("--list-calls")?.max(1),
+            "--keep-logs" => {
+                keep_logs = Some(args.next().context("--keep-logs needs a directory")?.into())
+            }
             other => anyhow::bail!(
-                "unknown argument {other:?} (usage: cri-bench [--pods N] [--containers N])"
+                "unknown argument {other:?} (usage: cri-bench [--pods N] [--containers N] [--crius-only] [--keep-logs DIR] [--list-calls N])"
             ),
         }
     }
@@ -205,12 +225,31 @@ async fn main() -> anyhow::Result<()> {
         "cri-bench: {pods} pods, {containers} containers for ListContainers; crius = {}",
         crius.display()
     );
-    let ours = measure(Kind::Crius("runc"), &reg, pods, containers)
+    let ours = measure(
+        Kind::Crius("runc"),
+        &reg,
+        pods,
+        containers,
+        list_calls,
+        keep_logs.as_deref(),
+    )
+    .await
+    .context("crius")?;
+    // --crius-only: a quick look while tuning; the ratios then read NaN.
+    let theirs = if crius_only {
+        Figures::default()
+    } else {
+        measure(
+            Kind::Containerd,
+            &reg,
+            pods,
+            containers,
+            list_calls,
+            keep_logs.as_deref(),
+        )
         .await
-        .context("crius")?;
-    let theirs = measure(Kind::Containerd, &reg, pods, containers)
-        .await
-        .context("containerd")?;
+        .context("containerd")?
+    };
 
     println!(
         "\n{:<34} {:>10} {:>12} {:<4} {:>8}  target",
