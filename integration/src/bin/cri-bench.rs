@@ -19,8 +19,10 @@
 //! (handler `runc`: our shim driving runc, built-in pause) and containerd (CRI plugin, Go
 //! shim, the same runc, the pause stand-in as `sandbox_image`, a bridge CNI config since
 //! containerd 1.6 needs one for pod networks) each on a fresh root under `$CRIUS_TEST_TMPDIR`
-//! (default `/var/tmp`). Both pull the images over CRI first. The runtimes run one after
-//! the other, never at once.
+//! (default `/var/tmp`). Both pull the images over CRI first. Both daemons are up for the
+//! whole run and the calls alternate between them (one in flight at a time, the order
+//! flipping each round), so a machine that speeds up or slows down during the run weighs
+//! on both alike.
 //!
 //! Measured, per runtime:
 //! * `RunPodSandbox`, `CreateContainer`+`StartContainer` (a `sleep`), and
@@ -74,103 +76,161 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-async fn measure(
+/// One runtime under test and what was measured of it.
+struct Side {
     kind: Kind,
+    ep: Endpoint,
+    c: crius_integration::cri::CriClient,
+    f: Figures,
+    running: Vec<String>,
+    busybox: String,
+}
+
+/// The sides in the order to visit them in round `round`: the order alternates, so that
+/// neither runtime always follows the other.
+fn order(round: usize, n: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    if round % 2 == 1 {
+        v.reverse();
+    }
+    v
+}
+
+/// Runs every phase with the runtimes interleaved call by call (both daemons up, one
+/// call in flight at a time), so drift in the machine's speed during the run falls on
+/// both alike.
+async fn measure(
+    kinds: &[Kind],
     reg: &Registry,
     pods: usize,
     containers: usize,
     list_calls: usize,
     keep_logs: Option<&std::path::Path>,
-) -> anyhow::Result<Figures> {
+) -> anyhow::Result<Vec<(Kind, Figures)>> {
     let images = push_test_images(reg).await?;
-    let ep = Endpoint::start(kind, reg, &images).await?;
-    let label = kind.label();
-    let mut c = ep.client();
-    let mut f = Figures::default();
-    let mut running = Vec::new();
+    let mut sides = Vec::new();
+    for &kind in kinds {
+        let ep = Endpoint::start(kind, reg, &images).await?;
+        let c = ep.client();
+        sides.push(Side {
+            kind,
+            ep,
+            c,
+            f: Figures::default(),
+            running: Vec::new(),
+            busybox: images.busybox.clone(),
+        });
+    }
     let rss_at = pods.min(20);
     for i in 0..pods {
-        let cfg = ep.pod_config(&format!("bench{i}"));
-        let t = Instant::now();
-        let id = ep
-            .run_pod(&cfg)
-            .await
-            .with_context(|| format!("{label}: RunPodSandbox: {}", ep.log_tail()))?;
-        f.run_pod.push(t.elapsed());
-        let ctr = container_config("sleeper", &images.busybox, &["sleep", "1000000"]);
-        let t = Instant::now();
-        let cid = c
-            .create_container(&id, &ctr, &cfg)
-            .await
-            .with_context(|| format!("{label}: CreateContainer"))?;
-        c.start(&cid)
-            .await
-            .with_context(|| format!("{label}: StartContainer"))?;
-        f.create_start.push(t.elapsed());
-        running.push(id);
-        if running.len() == rss_at {
+        for k in order(i, sides.len()) {
+            let s = &mut sides[k];
+            let label = s.kind.label();
+            let cfg = s.ep.pod_config(&format!("bench{i}"));
+            let t = Instant::now();
+            let id = s
+                .ep
+                .run_pod(&cfg)
+                .await
+                .with_context(|| format!("{label}: RunPodSandbox: {}", s.ep.log_tail()))?;
+            s.f.run_pod.push(t.elapsed());
+            let ctr = container_config("sleeper", &s.busybox, &["sleep", "1000000"]);
+            let t = Instant::now();
+            let cid = s
+                .c
+                .create_container(&id, &ctr, &cfg)
+                .await
+                .with_context(|| format!("{label}: CreateContainer"))?;
+            s.c.start(&cid)
+                .await
+                .with_context(|| format!("{label}: StartContainer"))?;
+            s.f.create_start.push(t.elapsed());
+            s.running.push(id);
+        }
+        if i + 1 == rss_at {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            f.daemon_rss_kib = host::rss_kib(ep.pid()).unwrap_or(0);
-            f.daemon_hwm_kib = hwm_kib(ep.pid()).unwrap_or(0);
-            f.shims_rss_kib = shims_rss_kib(&ep.socket());
-            f.pods_at_rss = rss_at;
+            for s in &mut sides {
+                s.f.daemon_rss_kib = host::rss_kib(s.ep.pid()).unwrap_or(0);
+                s.f.daemon_hwm_kib = hwm_kib(s.ep.pid()).unwrap_or(0);
+                s.f.shims_rss_kib = shims_rss_kib(&s.ep.socket());
+                s.f.pods_at_rss = rss_at;
+            }
         }
     }
-    for id in &running {
-        let t = Instant::now();
-        c.stop_pod(id)
-            .await
-            .with_context(|| format!("{label}: StopPodSandbox"))?;
-        c.remove_pod(id)
-            .await
-            .with_context(|| format!("{label}: RemovePodSandbox"))?;
-        f.stop_remove.push(t.elapsed());
+    for i in 0..pods {
+        for k in order(i, sides.len()) {
+            let s = &mut sides[k];
+            let label = s.kind.label();
+            let id = s.running[i].clone();
+            let t = Instant::now();
+            s.c.stop_pod(&id)
+                .await
+                .with_context(|| format!("{label}: StopPodSandbox"))?;
+            s.c.remove_pod(&id)
+                .await
+                .with_context(|| format!("{label}: RemovePodSandbox"))?;
+            s.f.stop_remove.push(t.elapsed());
+        }
     }
 
     // ListContainers with `containers` created containers over 10 pods, 4 creates at once.
     if containers > 0 {
         let mut list_pods = Vec::new();
-        for i in 0..10 {
-            let cfg = ep.pod_config(&format!("list{i}"));
-            let id = ep.run_pod(&cfg).await.context("list pod")?;
-            list_pods.push((id, cfg));
+        for s in &sides {
+            let mut mine = Vec::new();
+            for i in 0..10 {
+                let cfg = s.ep.pod_config(&format!("list{i}"));
+                let id = s.ep.run_pod(&cfg).await.context("list pod")?;
+                mine.push((id, cfg));
+            }
+            let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
+            let mut set = tokio::task::JoinSet::new();
+            for n in 0..containers {
+                let (pid, pcfg) = mine[n % mine.len()].clone();
+                let ctr = container_config(&format!("c{n}"), &s.busybox, &["sleep", "1"]);
+                let mut c = s.ep.client();
+                let sem = sem.clone();
+                set.spawn(async move {
+                    let _p = sem.acquire_owned().await;
+                    c.create_container(&pid, &ctr, &pcfg).await
+                });
+            }
+            while let Some(r) = set.join_next().await {
+                r.context("join")?.context("CreateContainer for the list")?;
+            }
+            list_pods.push(mine);
         }
-        let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
-        let mut set = tokio::task::JoinSet::new();
-        for n in 0..containers {
-            let (pid, pcfg) = list_pods[n % list_pods.len()].clone();
-            let ctr = container_config(&format!("c{n}"), &images.busybox, &["sleep", "1"]);
-            let mut c = ep.client();
-            let sem = sem.clone();
-            set.spawn(async move {
-                let _p = sem.acquire_owned().await;
-                c.create_container(&pid, &ctr, &pcfg).await
-            });
+        for round in 0..list_calls {
+            for k in order(round, sides.len()) {
+                let s = &mut sides[k];
+                let t = Instant::now();
+                let n = s
+                    .c
+                    .list_containers(None)
+                    .await
+                    .context("ListContainers")?
+                    .len();
+                s.f.list.push(t.elapsed());
+                s.f.containers_listed = n;
+            }
         }
-        while let Some(r) = set.join_next().await {
-            r.context("join")?.context("CreateContainer for the list")?;
-        }
-        for _ in 0..list_calls {
-            let t = Instant::now();
-            let n = c
-                .list_containers(None)
-                .await
-                .context("ListContainers")?
-                .len();
-            f.list.push(t.elapsed());
-            f.containers_listed = n;
-        }
-        for (id, _) in &list_pods {
-            let _ = c.stop_pod(id).await;
-            c.remove_pod(id).await.context("remove list pod")?;
+        for (s, mine) in sides.iter_mut().zip(&list_pods) {
+            for (id, _) in mine {
+                let _ = s.c.stop_pod(id).await;
+                s.c.remove_pod(id).await.context("remove list pod")?;
+            }
         }
     }
     if let Some(dir) = keep_logs {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let file = dir.join(format!("{}.log", label.replace(['/', ' '], "-")));
-        std::fs::write(&file, ep.log()).with_context(|| format!("writing {}", file.display()))?;
+        for s in &sides {
+            let label = s.kind.label();
+            let file = dir.join(format!("{}.log", label.replace(['/', ' '], "-")));
+            std::fs::write(&file, s.ep.log())
+                .with_context(|| format!("writing {}", file.display()))?;
+        }
     }
-    Ok(f)
+    Ok(sides.into_iter().map(|s| (s.kind, s.f)).collect())
 }
 
 fn row(name: &str, a: f64, b: f64, unit: &str, target: Option<f64>) {
@@ -225,31 +285,18 @@ async fn main() -> anyhow::Result<()> {
         "cri-bench: {pods} pods, {containers} containers for ListContainers; crius = {}",
         crius.display()
     );
-    let ours = measure(
-        Kind::Crius("runc"),
-        &reg,
-        pods,
-        containers,
-        list_calls,
-        keep_logs.as_deref(),
-    )
-    .await
-    .context("crius")?;
     // --crius-only: a quick look while tuning; the ratios then read NaN.
-    let theirs = if crius_only {
-        Figures::default()
+    let kinds: &[Kind] = if crius_only {
+        &[Kind::Crius("runc")]
     } else {
-        measure(
-            Kind::Containerd,
-            &reg,
-            pods,
-            containers,
-            list_calls,
-            keep_logs.as_deref(),
-        )
-        .await
-        .context("containerd")?
+        &[Kind::Crius("runc"), Kind::Containerd]
     };
+    let mut figures = measure(kinds, &reg, pods, containers, list_calls, keep_logs.as_deref())
+        .await?
+        .into_iter()
+        .map(|(_, f)| f);
+    let ours = figures.next().unwrap_or_default();
+    let theirs = figures.next().unwrap_or_default();
 
     println!(
         "\n{:<34} {:>10} {:>12} {:<4} {:>8}  target",
