@@ -124,6 +124,7 @@ impl Pods {
             ))
         })?;
         let (image_config, _) = self.images.config(image).await?;
+        tracing::debug!(container = %id, "image config read");
         rec.stop_signal = image_config
             .config
             .as_ref()

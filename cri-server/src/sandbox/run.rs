@@ -32,6 +32,7 @@ impl Pods {
         config: PodConfig,
         handler_name: &str,
     ) -> Result<String, PodError> {
+        tracing::debug!(name = %config.metadata.name, "running a sandbox");
         let handler = self.handlers.lookup(handler_name)?;
         let image = self
             .images
@@ -81,7 +82,10 @@ impl Pods {
             .sandboxes
             .insert(id.clone(), rec.clone());
         match self.make_sandbox(rec, &handler, &chain).await {
-            Ok(()) => Ok(id),
+            Ok(()) => {
+                tracing::debug!(sandbox = %id, "ready");
+                Ok(id)
+            }
             Err(e) => {
                 if let Err(te) = self.teardown_sandbox_locked(&id).await {
                     tracing::warn!(sandbox = %id, error = %te, "rolling back a failed sandbox");
@@ -101,6 +105,7 @@ impl Pods {
         chain: &crate::image::digest::Digest,
     ) -> Result<(), PodError> {
         let id = rec.id.clone();
+        tracing::debug!(sandbox = %id, "making");
         let dirs = &self.cfg.dirs;
         let files_dir = dirs.sandboxes.join(&id);
         let bundle = dirs.bundle(&id);
@@ -135,6 +140,7 @@ impl Pods {
             .map_err(|e| PodError::internal(format!("creating {}", bundle.display()), e))?;
         spec::write_spec(&oci, &bundle).map_err(PodError::from)?;
         rec.spec = spec::StoredSpec::new(&oci).ok();
+        tracing::debug!(sandbox = %id, "spec written");
 
         let host_side = async {
             let dns = rec.config.dns_files();
@@ -150,12 +156,15 @@ impl Pods {
             )
             .await
             .map_err(|e| PodError::internal("sandbox files", e))?;
+            tracing::debug!(sandbox = %id, "files made");
             if rec.netns.is_some() {
                 NetNs::create(&dirs.netns, &id)
                     .await
                     .map_err(|e| PodError::internal("network namespace", e))?;
+                tracing::debug!(sandbox = %id, "netns made");
             }
             self.mount_rootfs(&id, chain).await?;
+            tracing::debug!(sandbox = %id, "rootfs mounted");
             Ok::<_, PodError>(())
         };
         // Both arms run to the end even when one fails, so that everything they made is
@@ -164,6 +173,7 @@ impl Pods {
             host_side,
             shim::launch(handler, &self.cfg.env, &id, &bundle)
         );
+        tracing::debug!(sandbox = %id, "shim up");
         if let Ok(l) = &launched {
             rec.bootstrap = Some(l.bootstrap.to_json());
             lock(&self.shims).insert(id.clone(), l.client.clone());
@@ -183,7 +193,9 @@ impl Pods {
                 options: shim::runc_options(handler),
             })
             .await?;
+        tracing::debug!(sandbox = %id, "pause created");
         rec.pid = client.start(&id, "").await?;
+        tracing::debug!(sandbox = %id, "pause started");
         rec.state = SandboxState::Ready;
         self.save_sandbox(&rec)?;
         Ok(())

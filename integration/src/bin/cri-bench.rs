@@ -128,19 +128,17 @@ async fn measure(
             let label = s.kind.label();
             let cfg = s.ep.pod_config(&format!("bench{i}"));
             let t = Instant::now();
-            let id = s
-                .ep
-                .run_pod(&cfg)
-                .await
-                .with_context(|| format!("{label}: RunPodSandbox: {}", s.ep.log_tail()))?;
+            let id =
+                s.ep.run_pod(&cfg)
+                    .await
+                    .with_context(|| format!("{label}: RunPodSandbox: {}", s.ep.log_tail()))?;
             s.f.run_pod.push(t.elapsed());
             let ctr = container_config("sleeper", &s.busybox, &["sleep", "1000000"]);
             let t = Instant::now();
-            let cid = s
-                .c
-                .create_container(&id, &ctr, &cfg)
-                .await
-                .with_context(|| format!("{label}: CreateContainer"))?;
+            let cid =
+                s.c.create_container(&id, &ctr, &cfg)
+                    .await
+                    .with_context(|| format!("{label}: CreateContainer"))?;
             s.c.start(&cid)
                 .await
                 .with_context(|| format!("{label}: StartContainer"))?;
@@ -204,12 +202,11 @@ async fn measure(
             for k in order(round, sides.len()) {
                 let s = &mut sides[k];
                 let t = Instant::now();
-                let n = s
-                    .c
-                    .list_containers(None)
-                    .await
-                    .context("ListContainers")?
-                    .len();
+                let n =
+                    s.c.list_containers(None)
+                        .await
+                        .context("ListContainers")?
+                        .len();
                 s.f.list.push(t.elapsed());
                 s.f.containers_listed = n;
             }
@@ -291,10 +288,17 @@ async fn main() -> anyhow::Result<()> {
     } else {
         &[Kind::Crius("runc"), Kind::Containerd]
     };
-    let mut figures = measure(kinds, &reg, pods, containers, list_calls, keep_logs.as_deref())
-        .await?
-        .into_iter()
-        .map(|(_, f)| f);
+    let mut figures = measure(
+        kinds,
+        &reg,
+        pods,
+        containers,
+        list_calls,
+        keep_logs.as_deref(),
+    )
+    .await?
+    .into_iter()
+    .map(|(_, f)| f);
     let ours = figures.next().unwrap_or_default();
     let theirs = figures.next().unwrap_or_default();
 
