@@ -17,11 +17,46 @@ static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
 /// made once per process under the system temp dir and shared read-only by all bundles.
 pub fn busybox_rootfs() -> &'static Path {
     ROOTFS.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("crius-it-rootfs-{}", std::process::id()));
+        remove_stale_rootfs();
+        let dir = std::env::temp_dir().join(format!("{ROOTFS_PREFIX}{}", std::process::id()));
         make_busybox_rootfs(&dir)
             .unwrap_or_else(|e| panic!("busybox rootfs at {}: {e}", dir.display()));
+        // SAFETY: registers a plain `extern "C" fn` that takes no arguments; it only reads
+        // the OnceLock (set just after this returns, before any exit can run it).
+        unsafe {
+            libc::atexit(remove_rootfs_at_exit);
+        }
         dir
     })
+}
+
+const ROOTFS_PREFIX: &str = "crius-it-rootfs-";
+
+/// Statics are never dropped: the rootfs goes when the test process exits normally.
+extern "C" fn remove_rootfs_at_exit() {
+    if let Some(dir) = ROOTFS.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Removes the rootfs of test processes that died without exiting (killed, aborted).
+fn remove_stale_rootfs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(ROOTFS_PREFIX))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Writes a busybox rootfs at `dir`.
