@@ -183,6 +183,15 @@ fn rows(b: &Base, handler: &'static str) -> Vec<Row> {
         containerd: Code::Ok,
         call: call!(|c| c.run_pod(&p, handler).await),
     });
+    let p = fresh_pod(&|p| p.hostname = "web\n0".into());
+    rows.push(Row {
+        name: "run_pod: hostname with a newline",
+        crius: (Code::InvalidArgument, "hostname"),
+        // containerd 1.6 writes it into /etc/hostname as it is and runs the pod: a name
+        // that cannot be one line of that file is bad input, refused before anything is made.
+        containerd: Code::Ok,
+        call: call!(|c| c.run_pod(&p, handler).await),
+    });
     let p = fresh_pod(&|_| {});
     rows.push(Row {
         name: "run_pod: unknown handler",

@@ -224,18 +224,14 @@ impl Pods {
             .collect()
     }
 
-    /// Runs `f` over every container, under the lock, with the set's generation.
+    /// Runs `f` over every container, under the lock, with the set's generation: a number
+    /// that changes whenever any container is added, changed or removed.
     pub fn read_containers<T>(
         &self,
         f: impl FnOnce(u64, std::collections::btree_map::Values<'_, String, ContainerRecord>) -> T,
     ) -> T {
         let r = lock(&self.records);
         f(r.containers_generation, r.containers().values())
-    }
-
-    /// A number that changes whenever any container is added, changed or removed.
-    pub fn containers_generation(&self) -> u64 {
-        lock(&self.records).containers_generation
     }
 
     /// Containers of one sandbox.

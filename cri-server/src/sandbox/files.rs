@@ -98,6 +98,14 @@ pub enum FilesError {
     Task(String),
 }
 
+impl SandboxFilesSpec<'_> {
+    /// Checks the pod-supplied values without touching the disk, so bad input is refused
+    /// before anything of the sandbox is made.
+    pub fn check(&self) -> Result<(), FilesError> {
+        Plan::new(self).map(drop)
+    }
+}
+
 impl SandboxFiles {
     /// Writes the files into `dir` (created if missing) and mounts the shm tmpfs.
     ///

@@ -11,13 +11,32 @@ use crius_handlers::{shim, Resolved};
 use runtime_v2_api::CreateTask;
 
 use super::config::PodConfig;
-use super::files::{SandboxFiles, SandboxFilesSpec, DEFAULT_SHM_SIZE};
+use super::files::{DnsConfig, FilesError, SandboxFiles, SandboxFilesSpec, DEFAULT_SHM_SIZE};
 use super::record::{SandboxRecord, SandboxState};
 use crate::image::rootfs::{self, Overlay};
 use crate::network::netns::NetNs;
 use crate::pods::{lock, new_id, now_ns, PodError, Pods};
 use crate::spec;
 use crate::store::{LEASES, NAMES, SANDBOXES};
+
+/// What [`SandboxFiles::create`] makes for `pod`.
+fn files_spec<'a>(pod: &'a PodConfig, dns: Option<&'a DnsConfig>) -> SandboxFilesSpec<'a> {
+    SandboxFilesSpec {
+        hostname: &pod.hostname,
+        dns,
+        host_network: pod.host_network(),
+        host_ipc: pod.host_ipc(),
+        shm_size: DEFAULT_SHM_SIZE,
+    }
+}
+
+/// A bad hostname or DNS value is the caller's error; anything else is ours.
+fn files_error(e: FilesError) -> PodError {
+    match e {
+        FilesError::InvalidArgument { .. } => PodError::InvalidArgument(e.to_string()),
+        e => PodError::internal("sandbox files", e),
+    }
+}
 
 /// The name a sandbox reserves: `<name>_<namespace>_<uid>_<attempt>`, as containerd does.
 pub fn reserved_name(cfg: &PodConfig) -> String {
@@ -34,6 +53,9 @@ impl Pods {
     ) -> Result<String, PodError> {
         tracing::debug!(name = %config.metadata.name, "running a sandbox");
         let handler = self.handlers.lookup(handler_name)?;
+        files_spec(&config, config.dns_files().as_ref())
+            .check()
+            .map_err(files_error)?;
         let image = self
             .images
             .resolve(&self.cfg.sandbox_image)?
@@ -144,18 +166,9 @@ impl Pods {
 
         let host_side = async {
             let dns = rec.config.dns_files();
-            SandboxFiles::create(
-                &files_dir,
-                &SandboxFilesSpec {
-                    hostname: &rec.config.hostname,
-                    dns: dns.as_ref(),
-                    host_network: rec.config.host_network(),
-                    host_ipc: rec.config.host_ipc(),
-                    shm_size: DEFAULT_SHM_SIZE,
-                },
-            )
-            .await
-            .map_err(|e| PodError::internal("sandbox files", e))?;
+            SandboxFiles::create(&files_dir, &files_spec(&rec.config, dns.as_ref()))
+                .await
+                .map_err(files_error)?;
             tracing::debug!(sandbox = %id, "files made");
             if rec.netns.is_some() {
                 NetNs::create(&dirs.netns, &id)

@@ -4,7 +4,7 @@
 //! thousand containers, building and encoding a thousand `Container` messages each time is
 //! nearly all of the RPC's cost, and nearly all of it repeats the last call. So each entry
 //! is encoded once per state of its container and kept; the whole unfiltered reply is kept
-//! while no container changed (see [`Pods::containers_generation`]).
+//! while no container changed (see [`Pods::read_containers`]).
 //!
 //! tonic's generated service can only send messages it encodes itself, so this one RPC is
 //! routed here, ahead of it, by [`WithContainerList`]: same path, same bytes on the wire.
@@ -38,10 +38,7 @@ pub fn selects(filter: &cri::ContainerFilter, c: &ContainerRecord) -> bool {
             .state
             .as_ref()
             .is_none_or(|st| reply::container_state_code(c.state) == st.state)
-        && filter
-            .label_selector
-            .iter()
-            .all(|(k, v)| c.config.labels.get(k) == Some(v))
+        && super::runtime::labels_match(&c.config.labels, &filter.label_selector)
 }
 
 /// Encoded replies, and what they were built from.

@@ -57,7 +57,7 @@ pub fn to_status(e: PodError) -> Status {
 }
 
 /// A label selector matches when every key is present with the same value.
-fn labels_match(
+pub(super) fn labels_match(
     labels: &std::collections::BTreeMap<String, String>,
     selector: &std::collections::HashMap<String, String>,
 ) -> bool {

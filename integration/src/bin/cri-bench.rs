@@ -83,7 +83,6 @@ struct Side {
     c: crius_integration::cri::CriClient,
     f: Figures,
     running: Vec<String>,
-    busybox: String,
 }
 
 /// The sides in the order to visit them in round `round`: the order alternates, so that
@@ -118,7 +117,6 @@ async fn measure(
             c,
             f: Figures::default(),
             running: Vec::new(),
-            busybox: images.busybox.clone(),
         });
     }
     let rss_at = pods.min(20);
@@ -133,7 +131,7 @@ async fn measure(
                     .await
                     .with_context(|| format!("{label}: RunPodSandbox: {}", s.ep.log_tail()))?;
             s.f.run_pod.push(t.elapsed());
-            let ctr = container_config("sleeper", &s.busybox, &["sleep", "1000000"]);
+            let ctr = container_config("sleeper", &images.busybox, &["sleep", "1000000"]);
             let t = Instant::now();
             let cid =
                 s.c.create_container(&id, &ctr, &cfg)
@@ -185,7 +183,7 @@ async fn measure(
             let mut set = tokio::task::JoinSet::new();
             for n in 0..containers {
                 let (pid, pcfg) = mine[n % mine.len()].clone();
-                let ctr = container_config(&format!("c{n}"), &s.busybox, &["sleep", "1"]);
+                let ctr = container_config(&format!("c{n}"), &images.busybox, &["sleep", "1"]);
                 let mut c = s.ep.client();
                 let sem = sem.clone();
                 set.spawn(async move {
