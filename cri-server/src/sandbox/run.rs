@@ -126,9 +126,9 @@ impl Pods {
         }
     }
 
-    /// Makes the sandbox in two arms that run at once: the host side (files, netns, rootfs)
-    /// and the shim's start-up, which needs only the bundle's `config.json`. The spec is
-    /// built first from paths known in advance, so neither arm waits for the other.
+    /// Makes the sandbox. The spec is built first from paths known in advance, so that the
+    /// shim's start-up (which needs only the bundle's `config.json`), the host side and the
+    /// network need not wait for one another.
     async fn make_sandbox(
         &self,
         mut rec: SandboxRecord,
@@ -173,48 +173,58 @@ impl Pods {
         rec.spec = spec::StoredSpec::new(&oci).ok();
         tracing::debug!(sandbox = %id, "spec written");
 
-        let host_side = async {
-            let dns = rec.config.dns_files();
-            SandboxFiles::create(&files_dir, &files_spec(&rec.config, dns.as_ref()))
-                .await
-                .map_err(files_error)?;
-            tracing::debug!(sandbox = %id, "files made");
-            if rec.netns.is_some() {
-                NetNs::create(&dirs.netns, &id)
-                    .await
-                    .map_err(|e| PodError::internal("network namespace", e))?;
-                tracing::debug!(sandbox = %id, "netns made");
-            }
-            self.mount_rootfs(&id, chain).await?;
-            tracing::debug!(sandbox = %id, "rootfs mounted");
-            Ok::<_, PodError>(())
+        // Three arms at once: the network (CNI ADD, as soon as the netns exists), the host
+        // side (files, rootfs), and the shim's start-up; the pause container is created
+        // once the last two are done, while ADD may still run (containerd and CRI-O run
+        // the network and the pause one after the other).
+        let pod_net = match &rec.netns {
+            Some(ns) => Some(self.cfg.cni.pod_network(&id, ns, &rec.config)?),
+            None => None,
         };
-        // Both arms run to the end even when one fails, so that everything they made is
-        // known to the rollback (the netns pin path is in the record from the start).
-        let (made, launched) = tokio::join!(
-            host_side,
-            shim::launch(handler, &self.cfg.env, &id, &bundle)
-        );
-        tracing::debug!(sandbox = %id, "shim up");
-        if let Ok(l) = &launched {
-            rec.bootstrap = Some(l.bootstrap.to_json());
-            lock(&self.shims).insert(id.clone(), l.client.clone());
-        }
-        self.save_sandbox_lazy(&rec)?;
-        made?;
-        let client = launched?.client;
-        // The pause container and the CNI chain both need only the pinned netns: they run
-        // at once (containerd and CRI-O run them one after the other).
+        let (netns_made, netns_ready) = tokio::sync::oneshot::channel::<()>();
         let attach = async {
-            let Some(ns) = &rec.netns else {
+            let Some(pod) = pod_net else {
                 return Ok(None);
             };
-            let pod = self.cfg.cni.pod_network(&id, ns, &rec.config)?;
+            if netns_ready.await.is_err() {
+                return Ok(None); // the host side failed before the netns: nothing to attach
+            }
             let att = self.cfg.cni.setup(&pod).await?;
             tracing::debug!(sandbox = %id, ips = ?att.ips, "network attached");
             Ok::<_, PodError>(Some(att))
         };
         let pause = async {
+            let host_side = async {
+                if rec.netns.is_some() {
+                    NetNs::create(&dirs.netns, &id)
+                        .await
+                        .map_err(|e| PodError::internal("network namespace", e))?;
+                    tracing::debug!(sandbox = %id, "netns made");
+                }
+                let _ = netns_made.send(());
+                let dns = rec.config.dns_files();
+                SandboxFiles::create(&files_dir, &files_spec(&rec.config, dns.as_ref()))
+                    .await
+                    .map_err(files_error)?;
+                tracing::debug!(sandbox = %id, "files made");
+                self.mount_rootfs(&id, chain).await?;
+                tracing::debug!(sandbox = %id, "rootfs mounted");
+                Ok::<_, PodError>(())
+            };
+            // Both run to the end even when one fails, so that everything they made is
+            // known to the rollback (the netns pin path is in the record from the start).
+            let (made, launched) = tokio::join!(
+                host_side,
+                shim::launch(handler, &self.cfg.env, &id, &bundle)
+            );
+            tracing::debug!(sandbox = %id, "shim up");
+            if let Ok(l) = &launched {
+                rec.bootstrap = Some(l.bootstrap.to_json());
+                lock(&self.shims).insert(id.clone(), l.client.clone());
+            }
+            self.save_sandbox_lazy(&rec)?;
+            made?;
+            let client = launched?.client;
             client
                 .create(CreateTask {
                     id: id.clone(),
@@ -232,7 +242,7 @@ impl Pods {
             tracing::debug!(sandbox = %id, "pause started");
             Ok::<_, PodError>(pid)
         };
-        let (attached, started) = tokio::join!(attach, pause);
+        let (started, attached) = tokio::join!(pause, attach);
         rec.pid = started?;
         if let Some(att) = attached? {
             rec.ips = att.ips;
