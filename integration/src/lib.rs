@@ -11,6 +11,7 @@ pub mod cri;
 pub mod host;
 pub mod image_builder;
 pub mod leaks;
+pub mod net;
 pub mod oci_archive;
 pub mod pod;
 pub mod registry;

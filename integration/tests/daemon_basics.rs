@@ -5,13 +5,22 @@
 use std::os::unix::fs::PermissionsExt;
 
 use crius_integration::containerd::{Containerd, ContainerdOptions};
-use crius_integration::cri::{CriClient, Daemon};
+use crius_integration::cri::{CniConfigs, CriClient, Daemon, DaemonOptions};
 use crius_integration::host;
 use crius_proto::cri;
 
+/// A daemon whose CNI conf dir starts empty (test daemons get a loopback-only conflist
+/// otherwise).
+fn no_cni_config() -> DaemonOptions {
+    DaemonOptions {
+        cni_configs: CniConfigs::Empty,
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
 async fn version_and_status_over_the_socket() {
-    let mut d = Daemon::start("").expect("daemon");
+    let mut d = Daemon::start_with(no_cni_config()).expect("daemon");
     let mode = std::fs::metadata(&d.socket)
         .expect("socket")
         .permissions()
@@ -161,7 +170,7 @@ async fn status_agrees_with_containerd() {
     let mut theirs = CriClient::connect(&ctd.socket)
         .await
         .expect("connect containerd");
-    let d = Daemon::start("").expect("daemon");
+    let d = Daemon::start_with(no_cni_config()).expect("daemon");
     let mut ours = CriClient::connect(&d.socket).await.expect("connect crius");
     let vt = theirs
         .runtime
