@@ -46,6 +46,55 @@ pub struct CniConfig {
     pub conf_dir: PathBuf,
     /// Directories holding plugin binaries.
     pub bin_dirs: Vec<PathBuf>,
+    /// Each plugin call is killed after this many seconds.
+    #[serde(default = "default_plugin_timeout")]
+    pub plugin_timeout_secs: u64,
+    /// When `conf_dir` holds no loadable config, use crius's own bridge network.
+    #[serde(default = "default_true")]
+    pub default_network: bool,
+    /// The default network's bridge.
+    #[serde(default = "default_bridge")]
+    pub default_bridge: String,
+    /// The default network's IPv4 subnet.
+    #[serde(default = "default_subnet")]
+    pub default_subnet: String,
+}
+
+impl Config {
+    /// The CNI client's settings: results cached under `root`, the default network's
+    /// conflist under `state` and its address allocations under `root`.
+    pub fn cni_settings(&self) -> crate::network::cni::CniSettings {
+        use crate::network::cni::{default_net::DefaultNetwork, CniSettings};
+        let c = &self.cni;
+        CniSettings {
+            conf_dir: c.conf_dir.clone(),
+            bin_dirs: c.bin_dirs.clone(),
+            cache_dir: self.root.join("cni").join("results"),
+            plugin_timeout: std::time::Duration::from_secs(c.plugin_timeout_secs.max(1)),
+            default_network: c.default_network.then(|| DefaultNetwork {
+                dir: self.state.join("cni").join("net.d"),
+                bridge: c.default_bridge.clone(),
+                subnet: c.default_subnet.clone(),
+                data_dir: self.root.join("cni").join("networks"),
+            }),
+        }
+    }
+}
+
+fn default_plugin_timeout() -> u64 {
+    60
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_bridge() -> String {
+    crate::network::cni::default_net::BRIDGE.into()
+}
+
+fn default_subnet() -> String {
+    crate::network::cni::default_net::SUBNET.into()
 }
 
 fn default_sandbox_image() -> String {
@@ -128,6 +177,25 @@ impl Config {
                     .map_err(|e| invalid(format!("handlers.{name}.runtime_type: {e}")))?;
             }
         }
+        let c = &self.cni;
+        if c.default_bridge.is_empty()
+            || c.default_bridge.len() > 15
+            || c.default_bridge.contains(['/', ' '])
+        {
+            return Err(invalid(format!(
+                "cni.default_bridge = {:?} is not an interface name (1-15 characters)",
+                c.default_bridge
+            )));
+        }
+        let subnet_ok = c.default_subnet.split_once('/').is_some_and(|(ip, len)| {
+            ip.parse::<std::net::Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 30)
+        });
+        if !subnet_ok {
+            return Err(invalid(format!(
+                "cni.default_subnet = {:?} is not an IPv4 CIDR such as 10.89.0.0/16",
+                c.default_subnet
+            )));
+        }
         if self.socket_path().as_os_str().is_empty() {
             return Err(invalid("listen: empty socket path".into()));
         }
@@ -162,6 +230,38 @@ mod tests {
             cfg.handlers["crun"].options.binary_name.as_deref(),
             Some("crun")
         );
+    }
+
+    #[test]
+    fn cni_defaults_and_bad_default_network() {
+        let cfg = Config::default_config().expect("default");
+        let s = cfg.cni_settings();
+        assert_eq!(s.plugin_timeout, std::time::Duration::from_secs(60));
+        let d = s.default_network.expect("default network on");
+        assert_eq!(
+            (d.bridge.as_str(), d.subnet.as_str()),
+            ("crius0", "10.89.0.0/16")
+        );
+        assert!(d.dir.starts_with(&cfg.state) && d.data_dir.starts_with(&cfg.root));
+        for (from, to, key) in [
+            (
+                "default_subnet = \"10.89.0.0/16\"",
+                "default_subnet = \"10.89.0.0\"",
+                "default_subnet",
+            ),
+            (
+                "default_bridge = \"crius0\"",
+                "default_bridge = \"a-very-long-bridge\"",
+                "default_bridge",
+            ),
+        ] {
+            let text = DEFAULT_CONFIG.replace(from, to);
+            let err = Config::parse(&text, "x.toml").expect_err(to).to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        let off = DEFAULT_CONFIG.replace("default_network = true", "default_network = false");
+        let cfg = Config::parse(&off, "x.toml").expect("parse");
+        assert!(cfg.cni_settings().default_network.is_none());
     }
 
     #[test]

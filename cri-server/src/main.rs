@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use crius::config::{Config, DEFAULT_CONFIG};
+use crius::network::cni::{exec::RealExec, Cni};
 use crius::status::RuntimeStatus;
 
 /// crius: a Kubernetes CRI v1 container runtime.
@@ -89,7 +90,8 @@ fn main() -> anyhow::Result<()> {
         }
         Some(Command::Check) => {
             let cfg = load(&cli)?;
-            let status = RuntimeStatus::new(cfg.clone(), shim_search());
+            let cni = Arc::new(Cni::new(cfg.cni_settings(), Arc::new(RealExec)));
+            let status = RuntimeStatus::new(cfg.clone(), shim_search(), cni);
             let mut default_ok = false;
             for c in status.handler_checks() {
                 match (&c.shim, &c.error) {
@@ -226,6 +228,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let (events_server, events) = runtime_v2_api::serve_events(&ttrpc_path)
             .await
             .context("serving shim events")?;
+        let cni = Arc::new(Cni::new(cfg.cni_settings(), Arc::new(RealExec)));
+        cni.watch();
         let pods = crius::pods::Pods::open(
             store,
             images.clone(),
@@ -240,11 +244,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 host: crius::host::detect(),
                 sandbox_image: cfg.sandbox_image.clone(),
+                cni: cni.clone(),
             },
         )?;
         tokio::spawn(crius::pods::events::run(pods.clone(), events));
         pods.recover().await;
-        let status = Arc::new(RuntimeStatus::new(cfg, search));
+        let status = Arc::new(RuntimeStatus::new(cfg, search, cni));
         for c in status.handler_checks() {
             if let Some(e) = c.error {
                 tracing::warn!(handler = %c.name, "handler unusable: {e}");

@@ -2,9 +2,11 @@
 //! `crius check` and verbose `Status` report.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::config::Config;
+use crate::network::cni::Cni;
 
 /// A CRI runtime condition kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,14 +66,17 @@ pub struct HandlerCheck {
 pub struct RuntimeStatus {
     config: Config,
     shim_search: Vec<PathBuf>,
+    cni: Arc<Cni>,
 }
 
 impl RuntimeStatus {
-    /// Status for `config`, resolving shims in `shim_search`.
-    pub fn new(config: Config, shim_search: Vec<PathBuf>) -> Self {
+    /// Status for `config`, resolving shims in `shim_search`; the network is ready when
+    /// `cni` has a network loaded.
+    pub fn new(config: Config, shim_search: Vec<PathBuf>, cni: Arc<Cni>) -> Self {
         RuntimeStatus {
             config,
             shim_search,
+            cni,
         }
     }
 
@@ -100,7 +105,8 @@ impl RuntimeStatus {
             reason: String::new(),
             message: String::new(),
         };
-        let network = match first_network_config(&self.config.cni.conf_dir) {
+        let loaded = self.cni.network();
+        let network = match &loaded {
             Ok(_) => Condition {
                 kind: ConditionKind::Network,
                 ok: true,
@@ -111,7 +117,7 @@ impl RuntimeStatus {
                 kind: ConditionKind::Network,
                 ok: false,
                 reason: "NetworkPluginNotReady".into(),
-                message,
+                message: format!("Network plugin returns error: cni config load failed: {message}"),
             },
         };
         let mut verbose_info = HashMap::new();
@@ -121,6 +127,15 @@ impl RuntimeStatus {
         if let Ok(h) = serde_json::to_string(&self.handler_checks()) {
             verbose_info.insert("handlers".to_string(), h);
         }
+        if let Ok(net) = &loaded {
+            let info = serde_json::json!({
+                "name": net.name,
+                "file": net.source,
+                "config": net.raw,
+                "podCIDRs": self.cni.pod_cidrs(),
+            });
+            verbose_info.insert("cniconfig".to_string(), info.to_string());
+        }
         Report {
             conditions: vec![runtime, network],
             verbose_info,
@@ -128,44 +143,19 @@ impl RuntimeStatus {
     }
 }
 
-/// The lexicographically first network config in `dir` that parses as JSON with a `type`
-/// or `plugins` key. The CNI client proper arrives with the networking work; this is the
-/// readiness test only.
-pub fn first_network_config(dir: &Path) -> Result<PathBuf, String> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| format!("cni config dir {}: {e}", dir.display()))?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("conf" | "conflist" | "json")
-            )
-        })
-        .collect();
-    files.sort();
-    for f in files {
-        let Ok(text) = std::fs::read_to_string(&f) else {
-            continue;
-        };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-            continue;
-        };
-        if v.get("plugins").is_some() || v.get("type").is_some() {
-            return Ok(f);
-        }
-    }
-    Err(format!("no network config found in {}", dir.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use crate::network::cni::exec::RealExec;
+    use std::path::Path;
+
     fn status_with_conf_dir(dir: &Path) -> RuntimeStatus {
         let mut cfg = Config::default_config().expect("default");
         cfg.cni.conf_dir = dir.to_path_buf();
-        RuntimeStatus::new(cfg, vec![])
+        cfg.cni.default_network = false;
+        let cni = Arc::new(Cni::new(cfg.cni_settings(), Arc::new(RealExec)));
+        RuntimeStatus::new(cfg, vec![], cni)
     }
 
     #[test]
@@ -178,6 +168,7 @@ mod tests {
         assert_eq!(net.reason, "NetworkPluginNotReady");
 
         std::fs::write(dir.path().join("00-broken.conflist"), "{not json").expect("write");
+        st.cni.reload();
         assert!(
             !st.report().conditions[1].ok,
             "unparseable config must not count"
@@ -188,7 +179,9 @@ mod tests {
             r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"loopback"}]}"#,
         )
         .expect("write");
+        st.cni.reload();
         assert!(st.report().conditions[1].ok);
+        assert!(st.report().verbose_info["cniconfig"].contains("loopback"));
         assert!(st.report().conditions[0].ok);
     }
 

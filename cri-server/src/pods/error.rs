@@ -113,6 +113,19 @@ impl From<crate::image::ImageError> for PodError {
     }
 }
 
+impl From<crate::network::cni::CniError> for PodError {
+    fn from(e: crate::network::cni::CniError) -> Self {
+        use crate::network::cni::CniError;
+        let m = format!("pod network: {e}");
+        match e {
+            CniError::InvalidArgument(_) => PodError::InvalidArgument(m),
+            CniError::NotReady(_) => PodError::FailedPrecondition(m),
+            CniError::Timeout { .. } => PodError::DeadlineExceeded(m),
+            _ => PodError::Internal(m),
+        }
+    }
+}
+
 impl PodError {
     fn replace_message(self, m: String) -> PodError {
         match self {

@@ -26,7 +26,7 @@ use crate::container::log::LogPipe;
 use crate::container::record::ContainerRecord;
 use crate::image::pull::KeyedLocks;
 use crate::image::ImageService;
-use crate::sandbox::record::SandboxRecord;
+use crate::sandbox::record::{SandboxRecord, SandboxState};
 use crate::spec::HostFacts;
 use crate::store::{Store, CONTAINERS, SANDBOXES};
 
@@ -68,6 +68,8 @@ pub struct PodsConfig {
     pub host: HostFacts,
     /// The pause image reference (`crius.local/pause:builtin` by default).
     pub sandbox_image: String,
+    /// The pod network.
+    pub cni: Arc<crate::network::cni::Cni>,
 }
 
 #[derive(Default)]
@@ -158,6 +160,23 @@ impl Pods {
     /// Subscribes to container events (`GetContainerEvents`).
     pub fn subscribe(&self) -> broadcast::Receiver<ContainerEvent> {
         self.events.subscribe()
+    }
+
+    /// The IPs `PodSandboxStatus` reports: CNI's for a pod network, the host's for a
+    /// `host_network` pod that is ready (it shares them), none once stopped.
+    pub fn sandbox_ips(&self, rec: &SandboxRecord) -> Vec<std::net::IpAddr> {
+        if rec.config.host_network() {
+            if rec.state == SandboxState::Ready {
+                return crate::network::host_ip::host_ip().into_iter().collect();
+            }
+            return Vec::new();
+        }
+        rec.ips.clone()
+    }
+
+    /// Sets the node's pod CIDRs (`UpdateRuntimeConfig`).
+    pub fn set_pod_cidrs(&self, cidrs: Vec<String>) {
+        self.cfg.cni.set_pod_cidrs(cidrs);
     }
 
     /// Where writable layers live (the `mountpoint` of writable-layer usage).

@@ -172,7 +172,8 @@ impl Pods {
         }
     }
 
-    /// Removes bundles, writable layers, sandbox dirs and netns pins that no record owns.
+    /// Removes bundles, writable layers, sandbox dirs, CNI attachments and netns pins that no
+    /// record owns.
     async fn remove_orphans(&self) -> Result<(), PodError> {
         let known = |id: &str| {
             let r = lock(&self.records);
@@ -197,6 +198,15 @@ impl Pods {
                 SandboxFiles::remove(&dirs.sandboxes.join(&id))
                     .await
                     .map_err(|e| PodError::internal("removing sandbox files", e))?;
+            }
+        }
+        // Before the netns pins go: DEL runs best inside the namespace it attached.
+        for id in self.cfg.cni.attached() {
+            if !known(&id) {
+                tracing::info!(id, "detaching an orphan network attachment");
+                if let Err(e) = self.cfg.cni.teardown(&id).await {
+                    tracing::warn!(id, error = %e, "orphan CNI DEL");
+                }
             }
         }
         let live: Vec<_> = self

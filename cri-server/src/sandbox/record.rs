@@ -34,6 +34,9 @@ pub struct SandboxRecord {
     pub created_at: i64,
     /// The pinned network namespace; `None` for host network.
     pub netns: Option<PathBuf>,
+    /// The pod's IPs from CNI ADD, primary first; emptied when the network is torn down.
+    #[serde(default)]
+    pub ips: Vec<std::net::IpAddr>,
     /// The pause container's pid (0 until started).
     pub pid: u32,
     /// The shim's bootstrap JSON, to reconnect after a restart.

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use super::files::SandboxFiles;
-use crate::network::netns::NetNs;
 use crate::pods::{lock, PodError, Pods};
 use crate::store::{LEASES, NAMES, SANDBOXES};
 
@@ -35,11 +34,7 @@ impl Pods {
         };
         self.stop_pause(&rec).await?;
         self.remove_task_dirs(id).await?;
-        if let Some(ns) = &rec.netns {
-            NetNs::remove(ns)
-                .await
-                .map_err(|e| PodError::internal("removing network namespace", e))?;
-        }
+        self.detach_network(id, rec.netns.as_deref()).await?;
         SandboxFiles::remove(&self.cfg.dirs.sandboxes.join(id))
             .await
             .map_err(|e| PodError::internal("removing sandbox files", e))?;

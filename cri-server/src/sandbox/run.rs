@@ -1,5 +1,5 @@
 //! RunPodSandbox: reserve the name, make the sandbox's files, netns and rootfs, and start
-//! the pause container through the handler's shim.
+//! the pause container through the handler's shim while CNI attaches the netns.
 //!
 //! The record is written as `Creating` (with the name and the image lease) before anything
 //! is made on the host; every later step is undone by [`Pods::teardown_sandbox`] on
@@ -56,6 +56,14 @@ impl Pods {
         files_spec(&config, config.dns_files().as_ref())
             .check()
             .map_err(files_error)?;
+        if !config.host_network() {
+            // Checked before anything is made: a pod cannot start without its network,
+            // and a bad bandwidth annotation is the caller's error.
+            self.cfg.cni.network().map_err(|why| {
+                PodError::FailedPrecondition(format!("pod network is not ready: {why}"))
+            })?;
+            self.cfg.cni.validate(&config)?;
+        }
         let image = self
             .images
             .resolve(&self.cfg.sandbox_image)?
@@ -81,6 +89,7 @@ impl Pods {
             created_at: now_ns(),
             // Known before it exists, so a rollback or a recovery always finds it.
             netns: netns.then(|| NetNs::pin_path(&self.cfg.dirs.netns, &id)),
+            ips: Vec::new(),
             pid: 0,
             bootstrap: None,
             image: image.id.to_string(),
@@ -194,21 +203,40 @@ impl Pods {
         self.save_sandbox_lazy(&rec)?;
         made?;
         let client = launched?.client;
-        client
-            .create(CreateTask {
-                id: id.clone(),
-                bundle: bundle.clone(),
-                rootfs: Vec::new(),
-                terminal: false,
-                stdin: String::new(),
-                stdout: String::new(),
-                stderr: String::new(),
-                options: shim::runc_options(handler),
-            })
-            .await?;
-        tracing::debug!(sandbox = %id, "pause created");
-        rec.pid = client.start(&id, "").await?;
-        tracing::debug!(sandbox = %id, "pause started");
+        // The pause container and the CNI chain both need only the pinned netns: they run
+        // at once (containerd and CRI-O run them one after the other).
+        let attach = async {
+            let Some(ns) = &rec.netns else {
+                return Ok(None);
+            };
+            let pod = self.cfg.cni.pod_network(&id, ns, &rec.config)?;
+            let att = self.cfg.cni.setup(&pod).await?;
+            tracing::debug!(sandbox = %id, ips = ?att.ips, "network attached");
+            Ok::<_, PodError>(Some(att))
+        };
+        let pause = async {
+            client
+                .create(CreateTask {
+                    id: id.clone(),
+                    bundle: bundle.clone(),
+                    rootfs: Vec::new(),
+                    terminal: false,
+                    stdin: String::new(),
+                    stdout: String::new(),
+                    stderr: String::new(),
+                    options: shim::runc_options(handler),
+                })
+                .await?;
+            tracing::debug!(sandbox = %id, "pause created");
+            let pid = client.start(&id, "").await?;
+            tracing::debug!(sandbox = %id, "pause started");
+            Ok::<_, PodError>(pid)
+        };
+        let (attached, started) = tokio::join!(attach, pause);
+        rec.pid = started?;
+        if let Some(att) = attached? {
+            rec.ips = att.ips;
+        }
         rec.state = SandboxState::Ready;
         self.save_sandbox(&rec)?;
         Ok(())

@@ -1,5 +1,6 @@
-//! StopPodSandbox: kill the pod's containers and its pause container, shut its shim down
-//! and remove its network namespace. Idempotent: an unknown or stopped sandbox is success.
+//! StopPodSandbox: kill the pod's containers and its pause container, shut its shim down,
+//! detach it from the pod network (CNI DEL) and remove its network namespace.
+//! Idempotent: an unknown or stopped sandbox is success.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,16 +31,29 @@ impl Pods {
             return Ok(());
         };
         self.stop_pause(&rec).await?;
-        if let Some(ns) = &rec.netns {
-            NetNs::remove(ns)
-                .await
-                .map_err(|e| PodError::internal("removing network namespace", e))?;
-        }
+        self.detach_network(&rec.id, rec.netns.as_deref()).await?;
         self.update_sandbox(&rec.id, |s| {
             if s.state == SandboxState::Ready {
                 s.state = SandboxState::NotReady;
             }
+            s.ips.clear();
         })?;
+        Ok(())
+    }
+
+    /// Runs the pod's CNI DEL (when it was attached) and removes its network namespace;
+    /// both are idempotent, so a repeated stop or a rollback may call this again.
+    pub(crate) async fn detach_network(
+        &self,
+        id: &str,
+        netns: Option<&std::path::Path>,
+    ) -> Result<(), PodError> {
+        self.cfg.cni.teardown(id).await.map_err(PodError::from)?;
+        if let Some(ns) = netns {
+            NetNs::remove(ns)
+                .await
+                .map_err(|e| PodError::internal("removing network namespace", e))?;
+        }
         Ok(())
     }
 

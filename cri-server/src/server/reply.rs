@@ -69,17 +69,18 @@ pub fn pod_sandbox(rec: &SandboxRecord) -> cri::PodSandbox {
     }
 }
 
-/// `PodSandboxStatus`.
-pub fn pod_sandbox_status(rec: &SandboxRecord) -> cri::PodSandboxStatus {
+/// `PodSandboxStatus`; `ips` are the pod's, primary first (the host's for host network).
+pub fn pod_sandbox_status(rec: &SandboxRecord, ips: &[std::net::IpAddr]) -> cri::PodSandboxStatus {
     let ns = &rec.config.linux.security.namespaces;
+    let mut ips = ips.iter().map(|ip| ip.to_string());
     cri::PodSandboxStatus {
         id: rec.id.clone(),
         metadata: Some(pod_metadata(rec)),
         state: sandbox_state(rec.state),
         created_at: rec.created_at,
         network: Some(cri::PodSandboxNetworkStatus {
-            ip: String::new(),
-            additional_ips: Vec::new(),
+            ip: ips.next().unwrap_or_default(),
+            additional_ips: ips.map(|ip| cri::PodIp { ip }).collect(),
         }),
         linux: Some(cri::LinuxPodSandboxStatus {
             namespaces: Some(cri::Namespace {
@@ -358,7 +359,7 @@ pub fn container_event(
         container_id: e.container_id.clone(),
         container_event_type: kind as i32,
         created_at: e.at,
-        pod_sandbox_status: sandbox.map(pod_sandbox_status),
+        pod_sandbox_status: sandbox.map(|s| pod_sandbox_status(s, &s.ips)),
         containers_statuses: container.map(container_status).into_iter().collect(),
     }
 }

@@ -164,7 +164,10 @@ impl RuntimeService for Runtime {
                 Status::not_found(format!("pod sandbox {:?} not found", r.pod_sandbox_id))
             })?;
         Ok(Response::new(cri::PodSandboxStatusResponse {
-            status: Some(reply::pod_sandbox_status(&rec)),
+            status: Some(reply::pod_sandbox_status(
+                &rec,
+                &self.pods.sandbox_ips(&rec),
+            )),
             info: if r.verbose {
                 reply::pod_sandbox_info(&rec)
             } else {
@@ -411,9 +414,33 @@ impl RuntimeService for Runtime {
 
     async fn update_runtime_config(
         &self,
-        _r: Request<cri::UpdateRuntimeConfigRequest>,
+        r: Request<cri::UpdateRuntimeConfigRequest>,
     ) -> R<cri::UpdateRuntimeConfigResponse> {
-        // The pod CIDR matters to CNI's ipRanges (issue 6); nothing else is configurable.
+        // The node's pod CIDRs (comma-separated when dual-stack) feed CNI's ipRanges;
+        // nothing else is configurable at run time.
+        let cidr = r
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        let cidrs: Vec<String> = cidr
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect();
+        for c in &cidrs {
+            let ok = c.split_once('/').is_some_and(|(ip, len)| {
+                ip.parse::<std::net::IpAddr>().is_ok() && len.parse::<u8>().is_ok()
+            });
+            if !ok {
+                return Err(Status::invalid_argument(format!(
+                    "runtime_config.network_config.pod_cidr: {c:?} is not a CIDR"
+                )));
+            }
+        }
+        self.pods.set_pod_cidrs(cidrs);
         Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }
 
