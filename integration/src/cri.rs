@@ -346,7 +346,8 @@ pub enum CniConfigs {
     /// never falls back to its default bridge network.
     #[default]
     LoopbackOnly,
-    /// Nothing: the daemon reports NetworkReady=false (or uses its default network).
+    /// Nothing: the daemon reports NetworkReady=false (or uses its default network, if
+    /// `default_network` is set).
     Empty,
     /// These files (name, contents).
     Files(Vec<(String, Vec<u8>)>),
@@ -359,7 +360,7 @@ pub struct DaemonOptions {
     /// the default config has, such as `[cni]`).
     pub extra: String,
     /// Keys set in the `[cni]` table (key, TOML value), replacing the default's value:
-    /// `("plugin_timeout_secs", "2")`.
+    /// `("plugin_timeout_secs", "2")`. `default_network` is `false` unless set here.
     pub cni: Vec<(String, String)>,
     /// The conf dir's initial contents.
     pub cni_configs: CniConfigs,
@@ -383,7 +384,10 @@ impl Daemon {
             .tempdir_in(host::scratch_dir())?;
         let socket = dir.path().join("crius.sock");
         let mut config = config_text(dir.path(), &socket, &opts.extra)?;
-        for (key, value) in &opts.cni {
+        // Test daemons never fall back to crius's own bridge network (one bridge and
+        // subnet for the whole host, which parallel tests would share) unless asked to.
+        let no_default = [("default_network".to_string(), "false".to_string())];
+        for (key, value) in no_default.iter().chain(&opts.cni) {
             config = set_table_key(&config, "cni", key, value)?;
         }
         let cfg_path = dir.path().join("crius.toml");

@@ -53,20 +53,32 @@ async fn version_and_status_over_the_socket() {
     assert_eq!(net.reason, "NetworkPluginNotReady");
     assert!(st.info.is_empty(), "info only when verbose");
 
-    // A config appears: NetworkReady flips without a restart.
+    // A config appears: NetworkReady flips without a restart (the conf dir is rescanned
+    // about every 0.5 s).
     std::fs::write(
         d.cni_conf_dir().join("10-test.conflist"),
         r#"{"cniVersion":"1.0.0","name":"t","plugins":[{"type":"loopback"}]}"#,
     )
     .expect("conflist");
-    let st = c
-        .runtime
-        .status(cri::StatusRequest { verbose: true })
-        .await
-        .expect("status")
-        .into_inner();
-    let conds = st.status.expect("conditions").conditions;
-    assert!(conds.iter().any(|c| c.r#type == "NetworkReady" && c.status));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let st = loop {
+        let st = c
+            .runtime
+            .status(cri::StatusRequest { verbose: true })
+            .await
+            .expect("status")
+            .into_inner();
+        let conds = st.status.clone().expect("conditions").conditions;
+        let ready = conds.iter().any(|c| c.r#type == "NetworkReady" && c.status);
+        if ready {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "NetworkReady within 5 s: {conds:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     let cfg: serde_json::Value =
         serde_json::from_str(st.info.get("config").expect("verbose config")).expect("json");
     assert_eq!(cfg["default_handler"], "runc");

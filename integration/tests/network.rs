@@ -235,6 +235,21 @@ async fn pods_reach_each_other(kind: Kind, cni_version: &str) {
         pods.push((name, id, ctr, ip));
     }
     assert_ne!(pods[0].3, pods[1].3, "two pods, two addresses");
+    // What the leak checks look for is there while the pods run: one netns pin, one veth
+    // on the bridge and one address allocated per pod.
+    let during = s.net.snapshot(&ep.netns_dir());
+    assert_eq!(
+        (
+            during.netns.len(),
+            during.bridge_ports.len(),
+            during.allocations.len()
+        ),
+        (2, 2, 2),
+        "{}: {during:#?}",
+        kind.label()
+    );
+    let allocated: BTreeSet<String> = pods.iter().map(|p| p.3.clone()).collect();
+    assert_eq!(during.allocations, allocated, "host-local files are the pod IPs");
     // Each pod fetches from the other over the bridge, and the host reaches both through
     // the gateway address.
     for (from, to) in [(0, 1), (1, 0)] {
