@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use anyhow::Context;
+
 use crius_proto::cri;
 use crius_proto::cri::{
     image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
@@ -337,18 +339,72 @@ pub struct Daemon {
     pub socket: PathBuf,
 }
 
+/// The CNI configs a test daemon's conf dir starts with.
+#[derive(Debug, Clone, Default)]
+pub enum CniConfigs {
+    /// `99-loopback.conflist`, loopback only: pods get a netns with `lo` and the daemon
+    /// never falls back to its default bridge network.
+    #[default]
+    LoopbackOnly,
+    /// Nothing: the daemon reports NetworkReady=false (or uses its default network, if
+    /// `default_network` is set).
+    Empty,
+    /// These files (name, contents).
+    Files(Vec<(String, Vec<u8>)>),
+}
+
+/// How [`Daemon::start_with`] sets the daemon up.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonOptions {
+    /// TOML appended to the config (whole tables only: it must not repeat a table header
+    /// the default config has, such as `[cni]`).
+    pub extra: String,
+    /// Keys set in the `[cni]` table (key, TOML value), replacing the default's value:
+    /// `("plugin_timeout_secs", "2")`. `default_network` is `false` unless set here.
+    pub cni: Vec<(String, String)>,
+    /// The conf dir's initial contents.
+    pub cni_configs: CniConfigs,
+}
+
 impl Daemon {
     /// Starts `crius` (from the workspace's target dir) with a config derived from the
-    /// embedded default: temp `root`, `state`, socket and CNI conf dir, plus `extra` TOML
-    /// appended.
+    /// embedded default: temp `root`, `state`, socket and CNI conf dir (holding a
+    /// loopback-only conflist), plus `extra` TOML appended.
     pub fn start(extra: &str) -> anyhow::Result<Daemon> {
+        Daemon::start_with(DaemonOptions {
+            extra: extra.into(),
+            ..Default::default()
+        })
+    }
+
+    /// Starts `crius` as [`Daemon::start`] does, set up by `opts`.
+    pub fn start_with(opts: DaemonOptions) -> anyhow::Result<Daemon> {
         let dir = tempfile::Builder::new()
             .prefix("crius-d-")
             .tempdir_in(host::scratch_dir())?;
         let socket = dir.path().join("crius.sock");
-        let config = config_text(dir.path(), &socket, extra)?;
+        let mut config = config_text(dir.path(), &socket, &opts.extra)?;
+        // Test daemons never fall back to crius's own bridge network (one bridge and
+        // subnet for the whole host, which parallel tests would share) unless asked to.
+        let no_default = [("default_network".to_string(), "false".to_string())];
+        for (key, value) in no_default.iter().chain(&opts.cni) {
+            config = set_table_key(&config, "cni", key, value)?;
+        }
         let cfg_path = dir.path().join("crius.toml");
         std::fs::write(&cfg_path, config)?;
+        let conf_dir = dir.path().join("net.d");
+        let files = match opts.cni_configs {
+            CniConfigs::LoopbackOnly => vec![(
+                "99-loopback.conflist".to_string(),
+                crate::net::loopback_conflist(),
+            )],
+            CniConfigs::Empty => Vec::new(),
+            CniConfigs::Files(files) => files,
+        };
+        for (name, contents) in files {
+            std::fs::write(conf_dir.join(&name), contents)
+                .with_context(|| format!("writing CNI config {name}"))?;
+        }
         let child = spawn_daemon(dir.path(), &socket)?;
         Ok(Daemon { dir, child, socket })
     }
@@ -408,6 +464,35 @@ pub fn config_text(dir: &Path, socket: &Path, extra: &str) -> anyhow::Result<Str
         .replace("/etc/cni/net.d", &cni.display().to_string());
     config.push_str(extra);
     Ok(config)
+}
+
+/// `config` with `key = value` set in table `[table]`: an existing line for the key in
+/// that table is replaced, else the line is added right after the header.
+pub fn set_table_key(config: &str, table: &str, key: &str, value: &str) -> anyhow::Result<String> {
+    let header = format!("[{table}]");
+    let lines: Vec<&str> = config.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim() == header)
+        .with_context(|| format!("config has no {header} table"))?;
+    let end = lines[start + 1..]
+        .iter()
+        .position(|l| l.trim_start().starts_with('['))
+        .map_or(lines.len(), |i| start + 1 + i);
+    let line = format!("{key} = {value}");
+    let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    let existing = (start + 1..end).find(|&i| {
+        lines[i]
+            .split_once('=')
+            .is_some_and(|(k, _)| k.trim() == key)
+    });
+    match existing {
+        Some(i) => out[i] = line,
+        None => out.insert(start + 1, line),
+    }
+    let mut text = out.join("\n");
+    text.push('\n');
+    Ok(text)
 }
 
 /// Force-deletes every container in the runc roots under `dir` and kills the processes

@@ -12,6 +12,7 @@ pub mod floor;
 pub mod host;
 pub mod image_builder;
 pub mod leaks;
+pub mod net;
 pub mod oci_archive;
 pub mod pod;
 pub mod registry;

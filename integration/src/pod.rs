@@ -5,15 +5,17 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use crius_proto::cri;
 
 use crate::containerd::{Containerd, ContainerdOptions};
-use crate::cri::{image_spec, CriClient, Daemon};
+use crate::cri::{image_spec, CniConfigs, CriClient, Daemon, DaemonOptions};
 use crate::host;
 use crate::image_builder::{Compression, Image, ImageConfig, Layer, LinkStyle};
+use crate::net::{Conflist, TestNetwork};
 use crate::registry::Registry;
 use crate::shim::random_id;
 
@@ -99,11 +101,21 @@ impl Kind {
 
 enum Backend {
     Crius(Daemon),
-    Containerd {
-        daemon: Containerd,
-        /// The CNI bridge this instance's pods plug into, deleted on drop.
-        bridge: String,
-    },
+    Containerd(Containerd),
+}
+
+/// How [`Endpoint::start_with`] sets up an endpoint beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointOptions {
+    /// The pod network, written as `10-test.conflist` in the endpoint's CNI conf dir.
+    /// `None`: crius gets a loopback-only conflist, containerd (which runs no pod without a
+    /// network) a test bridge network of its own at CNI 0.4.0.
+    pub network: Option<(Arc<TestNetwork>, Conflist)>,
+    /// CNI plugin dirs, searched in order (default: `/usr/lib/cni`). containerd 1.6 takes a
+    /// single dir: several are merged into one dir of symlinks, earlier dirs winning.
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// Keys set in crius's `[cni]` table (key, TOML value); containerd ignores them.
+    pub crius_cni: Vec<(String, String)>,
 }
 
 /// A running CRI endpoint with the test images pulled, a scratch dir for pod logs and host
@@ -116,6 +128,8 @@ pub struct Endpoint {
     /// The test images.
     pub images: TestImages,
     backend: Backend,
+    /// Dropped after the daemon: its bridge outlives the pods.
+    network: Option<Arc<TestNetwork>>,
     scratch: tempfile::TempDir,
     cgroup_root: String,
 }
@@ -124,60 +138,89 @@ impl Endpoint {
     /// Starts the endpoint against `reg` and pulls the test images through CRI `PullImage`
     /// (crius also gets the pause image, unused: its sandboxes use the built-in pause).
     pub async fn start(kind: Kind, reg: &Registry, images: &TestImages) -> anyhow::Result<Self> {
+        Endpoint::start_with(kind, reg, images, EndpointOptions::default()).await
+    }
+
+    /// Starts the endpoint as [`Endpoint::start`] does, set up by `opts`.
+    pub async fn start_with(
+        kind: Kind,
+        reg: &Registry,
+        images: &TestImages,
+        opts: EndpointOptions,
+    ) -> anyhow::Result<Self> {
         let addr = reg.addr().to_string();
         let scratch = tempfile::Builder::new()
             .prefix("crius-rt-")
             .tempdir_in(host::scratch_dir())?;
+        let network = match (&opts.network, kind) {
+            (Some((net, spec)), _) => Some((net.clone(), spec.clone())),
+            (None, Kind::Containerd) => Some((
+                Arc::new(TestNetwork::new().context("test network")?),
+                Conflist::new("0.4.0"),
+            )),
+            (None, Kind::Crius(_)) => None,
+        };
+        let conflist = network
+            .as_ref()
+            .map(|(net, spec)| ("10-test.conflist".to_string(), net.conflist_bytes(spec)));
+        let bin_dirs = if opts.cni_bin_dirs.is_empty() {
+            vec![PathBuf::from("/usr/lib/cni")]
+        } else {
+            opts.cni_bin_dirs.clone()
+        };
         let backend = match kind {
-            Kind::Crius(_) => Backend::Crius(
-                Daemon::start(&format!("\n[registry.hosts.\"{addr}\"]\ninsecure = true\n"))
+            Kind::Crius(_) => {
+                let mut cni = opts.crius_cni.clone();
+                if !opts.cni_bin_dirs.is_empty() {
+                    cni.push(("bin_dirs".into(), toml_paths(&bin_dirs)));
+                }
+                Backend::Crius(
+                    Daemon::start_with(DaemonOptions {
+                        extra: format!("\n[registry.hosts.\"{addr}\"]\ninsecure = true\n"),
+                        cni,
+                        cni_configs: match conflist {
+                            Some(file) => CniConfigs::Files(vec![file]),
+                            None => CniConfigs::LoopbackOnly,
+                        },
+                    })
                     .context("start crius")?,
-            ),
+                )
+            }
             Kind::Containerd => {
-                let tag = random_id("")[..8].to_string();
-                let bridge = format!("crt{tag}");
                 let conf_dir = scratch.path().join("net.d");
                 std::fs::create_dir_all(&conf_dir)?;
-                let octet = 200 + u8::from_str_radix(&tag[..2], 16).unwrap_or(0) % 50;
-                let conflist = serde_json::json!({
-                    "cniVersion": "0.4.0",
-                    "name": format!("crius-test-{tag}"),
-                    "plugins": [{
-                        "type": "bridge",
-                        "bridge": bridge,
-                        "isGateway": false,
-                        "ipMasq": false,
-                        "ipam": {
-                            "type": "host-local",
-                            "ranges": [[{"subnet": format!("10.{octet}.0.0/16")}]],
-                            "dataDir": scratch.path().join("ipam"),
-                        }
-                    }]
-                });
-                std::fs::write(
-                    conf_dir.join("10-test.conflist"),
-                    serde_json::to_vec_pretty(&conflist)?,
-                )?;
+                if let Some((name, contents)) = conflist {
+                    std::fs::write(conf_dir.join(name), contents)?;
+                }
+                let bin_dir = match bin_dirs.as_slice() {
+                    [one] => one.clone(),
+                    many => merged_dir(many, &scratch.path().join("cni-bin"))?,
+                };
                 let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
+                // Pins go under containerd's own state dir rather than the host-wide
+                // /run/netns, so that a test sees only its own.
                 let extra_config = format!(
-                    "[{cri}]\n  sandbox_image = \"{pause}\"\n  restrict_oom_score_adj = true\n\
-                     [{cri}.cni]\n  bin_dir = \"/usr/lib/cni\"\n  conf_dir = \"{conf}\"\n\
+                    "[{cri}]\n  sandbox_image = \"{pause}\"\n  restrict_oom_score_adj = true\n  \
+                     netns_mounts_under_state_dir = true\n\
+                     [{cri}.cni]\n  bin_dir = \"{bin}\"\n  conf_dir = \"{conf}\"\n\
                      [{cri}.registry.mirrors.\"{addr}\"]\n  endpoint = [\"http://{addr}\"]\n",
                     pause = images.pause,
+                    bin = bin_dir.display(),
                     conf = conf_dir.display(),
                 );
-                let daemon = Containerd::start(ContainerdOptions {
-                    cri: true,
-                    extra_config,
-                    ..Default::default()
-                })
-                .context("start containerd")?;
-                Backend::Containerd { daemon, bridge }
+                Backend::Containerd(
+                    Containerd::start(ContainerdOptions {
+                        cri: true,
+                        extra_config,
+                        ..Default::default()
+                    })
+                    .context("start containerd")?,
+                )
             }
         };
         let socket = match &backend {
             Backend::Crius(d) => d.socket.clone(),
-            Backend::Containerd { daemon, .. } => daemon.socket.clone(),
+            Backend::Containerd(daemon) => daemon.socket.clone(),
         };
         let client = CriClient::connect(&socket).await?;
         let mut ep = Endpoint {
@@ -185,6 +228,7 @@ impl Endpoint {
             client,
             images: images.clone(),
             backend,
+            network: network.map(|(net, _)| net),
             scratch,
             cgroup_root: format!("crius-test-{}", &random_id("")[..10]),
         };
@@ -195,6 +239,19 @@ impl Endpoint {
                 .with_context(|| format!("{}: pull {image}: {}", kind.label(), ep.log_tail()))?;
         }
         Ok(ep)
+    }
+
+    /// The test network pods plug into (None: crius with loopback only).
+    pub fn network(&self) -> Option<&Arc<TestNetwork>> {
+        self.network.as_ref()
+    }
+
+    /// The CNI conf dir the daemon watches.
+    pub fn cni_conf_dir(&self) -> PathBuf {
+        match &self.backend {
+            Backend::Crius(d) => d.cni_conf_dir(),
+            Backend::Containerd(_) => self.scratch.path().join("net.d"),
+        }
     }
 
     /// The RuntimeClass handler pods are run with (containerd: its default).
@@ -214,7 +271,7 @@ impl Endpoint {
     pub fn pid(&self) -> u32 {
         match &self.backend {
             Backend::Crius(d) => d.pid(),
-            Backend::Containerd { daemon, .. } => daemon.pid(),
+            Backend::Containerd(daemon) => daemon.pid(),
         }
     }
 
@@ -222,7 +279,7 @@ impl Endpoint {
     pub fn socket(&self) -> PathBuf {
         match &self.backend {
             Backend::Crius(d) => d.socket.clone(),
-            Backend::Containerd { daemon, .. } => daemon.socket.clone(),
+            Backend::Containerd(daemon) => daemon.socket.clone(),
         }
     }
 
@@ -230,16 +287,18 @@ impl Endpoint {
     pub fn daemon_dir(&self) -> &Path {
         match &self.backend {
             Backend::Crius(d) => d.dir(),
-            Backend::Containerd { daemon, .. } => daemon.dir(),
+            Backend::Containerd(daemon) => daemon.dir(),
         }
     }
 
-    /// Where pinned network namespaces of this endpoint live: crius's state dir, or the
-    /// host-wide `/run/netns` containerd 1.6 always uses.
+    /// Where pinned network namespaces of this endpoint live: crius's state dir, or
+    /// containerd's CRI state dir (`netns_mounts_under_state_dir`).
     pub fn netns_dir(&self) -> PathBuf {
         match &self.backend {
             Backend::Crius(d) => d.dir().join("state/netns"),
-            Backend::Containerd { .. } => PathBuf::from("/run/netns"),
+            Backend::Containerd(daemon) => {
+                daemon.dir().join("state/io.containerd.grpc.v1.cri/netns")
+            }
         }
     }
 
@@ -247,7 +306,7 @@ impl Endpoint {
     pub fn crius(&mut self) -> Option<&mut Daemon> {
         match &mut self.backend {
             Backend::Crius(d) => Some(d),
-            Backend::Containerd { .. } => None,
+            Backend::Containerd(_) => None,
         }
     }
 
@@ -255,7 +314,7 @@ impl Endpoint {
     pub fn log(&self) -> String {
         match &self.backend {
             Backend::Crius(d) => d.log(),
-            Backend::Containerd { daemon, .. } => daemon.log(),
+            Backend::Containerd(daemon) => daemon.log(),
         }
     }
 
@@ -428,23 +487,40 @@ pub fn log_file(pod: &cri::PodSandboxConfig, c: &cri::ContainerConfig) -> PathBu
 
 impl Drop for Endpoint {
     fn drop(&mut self) {
-        // What the daemon cannot remove: our cgroup root (pods' parents) and containerd's
-        // CNI bridge. Pods must have been torn down by then; a busy cgroup stays (EBUSY).
-        let cgroups = self.cgroup_dirs();
-        let bridge = match &self.backend {
-            Backend::Crius(_) => None,
-            Backend::Containerd { bridge, .. } => Some(bridge.clone()),
-        };
-        for root in cgroups {
+        // What the daemon cannot remove: our cgroup root (pods' parents). Pods must have
+        // been torn down by then; a busy cgroup stays (EBUSY). The test network's bridge
+        // goes with the last reference to it, after the daemon (fields drop in order).
+        for root in self.cgroup_dirs() {
             remove_cgroup_tree(&root);
         }
-        if let Some(bridge) = bridge {
-            let _ = std::process::Command::new("ip")
-                .args(["link", "del", &bridge])
-                .stderr(std::process::Stdio::null())
-                .status();
+    }
+}
+
+/// A TOML array of paths.
+fn toml_paths(dirs: &[PathBuf]) -> String {
+    let items: Vec<String> = dirs
+        .iter()
+        .map(|d| format!("{:?}", d.display().to_string()))
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// `dest` made a dir of symlinks to every file of `dirs`, the first dir holding a name
+/// winning (a search path as one dir, for containerd's single `bin_dir`).
+fn merged_dir(dirs: &[PathBuf], dest: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dest)?;
+    for dir in dirs {
+        let entries =
+            std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+        for e in entries.filter_map(|e| e.ok()) {
+            let link = dest.join(e.file_name());
+            if link.symlink_metadata().is_err() {
+                std::os::unix::fs::symlink(e.path(), &link)
+                    .with_context(|| format!("linking {}", link.display()))?;
+            }
         }
     }
+    Ok(dest.to_path_buf())
 }
 
 /// Removes a cgroup dir and its (empty) children, deepest first.

@@ -5,13 +5,22 @@
 use std::os::unix::fs::PermissionsExt;
 
 use crius_integration::containerd::{Containerd, ContainerdOptions};
-use crius_integration::cri::{CriClient, Daemon};
+use crius_integration::cri::{CniConfigs, CriClient, Daemon, DaemonOptions};
 use crius_integration::host;
 use crius_proto::cri;
 
+/// A daemon whose CNI conf dir starts empty (test daemons get a loopback-only conflist
+/// otherwise).
+fn no_cni_config() -> DaemonOptions {
+    DaemonOptions {
+        cni_configs: CniConfigs::Empty,
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
 async fn version_and_status_over_the_socket() {
-    let mut d = Daemon::start("").expect("daemon");
+    let mut d = Daemon::start_with(no_cni_config()).expect("daemon");
     let mode = std::fs::metadata(&d.socket)
         .expect("socket")
         .permissions()
@@ -44,20 +53,32 @@ async fn version_and_status_over_the_socket() {
     assert_eq!(net.reason, "NetworkPluginNotReady");
     assert!(st.info.is_empty(), "info only when verbose");
 
-    // A config appears: NetworkReady flips without a restart.
+    // A config appears: NetworkReady flips without a restart (the conf dir is rescanned
+    // about every 0.5 s).
     std::fs::write(
         d.cni_conf_dir().join("10-test.conflist"),
         r#"{"cniVersion":"1.0.0","name":"t","plugins":[{"type":"loopback"}]}"#,
     )
     .expect("conflist");
-    let st = c
-        .runtime
-        .status(cri::StatusRequest { verbose: true })
-        .await
-        .expect("status")
-        .into_inner();
-    let conds = st.status.expect("conditions").conditions;
-    assert!(conds.iter().any(|c| c.r#type == "NetworkReady" && c.status));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let st = loop {
+        let st = c
+            .runtime
+            .status(cri::StatusRequest { verbose: true })
+            .await
+            .expect("status")
+            .into_inner();
+        let conds = st.status.clone().expect("conditions").conditions;
+        let ready = conds.iter().any(|c| c.r#type == "NetworkReady" && c.status);
+        if ready {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "NetworkReady within 5 s: {conds:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     let cfg: serde_json::Value =
         serde_json::from_str(st.info.get("config").expect("verbose config")).expect("json");
     assert_eq!(cfg["default_handler"], "runc");
@@ -161,7 +182,7 @@ async fn status_agrees_with_containerd() {
     let mut theirs = CriClient::connect(&ctd.socket)
         .await
         .expect("connect containerd");
-    let d = Daemon::start("").expect("daemon");
+    let d = Daemon::start_with(no_cni_config()).expect("daemon");
     let mut ours = CriClient::connect(&d.socket).await.expect("connect crius");
     let vt = theirs
         .runtime
