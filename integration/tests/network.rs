@@ -249,7 +249,10 @@ async fn pods_reach_each_other(kind: Kind, cni_version: &str) {
         kind.label()
     );
     let allocated: BTreeSet<String> = pods.iter().map(|p| p.3.clone()).collect();
-    assert_eq!(during.allocations, allocated, "host-local files are the pod IPs");
+    assert_eq!(
+        during.allocations, allocated,
+        "host-local files are the pod IPs"
+    );
     // Each pod fetches from the other over the bridge, and the host reaches both through
     // the gateway address.
     for (from, to) in [(0, 1), (1, 0)] {

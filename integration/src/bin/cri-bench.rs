@@ -32,16 +32,23 @@
 //! * `ListContainers` with `--containers` containers (created, not started, spread over 10
 //!   pods): median of `--list-calls` calls (21).
 //!
-//! Note: crius pods get a fresh network namespace with loopback only (CNI arrives with
-//! issue 6) while containerd's go through the bridge plugin; RunPodSandbox figures compare
-//! those two set-ups until crius does CNI too.
+//! Both runtimes' pods go through the same CNI conflist (bridge + host-local + loopback,
+//! CNI 0.4.0, each runtime on a bridge and /24 of its own, `--portmap` adds portmap), so
+//! RunPodSandbox includes a real CNI ADD on both sides.
+//!
+//! The floor, measured in the same run with no runtime in between (`integration::floor`):
+//! a bare CNI ADD (and DEL) of the same conflist in a fresh `ip netns`, and a bare
+//! `runc create` + `runc start` of a sleeping busybox. The RunPodSandbox target against it
+//! is p50 ≤ 1.5 × (bare ADD p50 + bare pause start p50).
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use crius_integration::floor;
 use crius_integration::host;
 use crius_integration::leaks::{hwm_kib, shims_rss_kib};
-use crius_integration::pod::{container_config, push_test_images, Endpoint, Kind};
+use crius_integration::net::{Conflist, TestNetwork};
+use crius_integration::pod::{container_config, push_test_images, Endpoint, EndpointOptions, Kind};
 use crius_integration::registry::Registry;
 
 /// Targets as crius/containerd ratios.
@@ -49,6 +56,8 @@ const T_RUNP: f64 = 0.6;
 const T_START: f64 = 0.8;
 const T_LIST: f64 = 0.3;
 const T_RSS: f64 = 0.3;
+/// RunPodSandbox p50 against the floor (bare CNI ADD + bare pause start).
+const T_FLOOR: f64 = 1.5;
 
 #[derive(Debug, Default, Clone)]
 struct Figures {
@@ -105,11 +114,19 @@ async fn measure(
     containers: usize,
     list_calls: usize,
     keep_logs: Option<&std::path::Path>,
+    conflist: &Conflist,
 ) -> anyhow::Result<Vec<(Kind, Figures)>> {
     let images = push_test_images(reg).await?;
     let mut sides = Vec::new();
     for &kind in kinds {
-        let ep = Endpoint::start(kind, reg, &images).await?;
+        let opts = EndpointOptions {
+            network: Some((
+                std::sync::Arc::new(TestNetwork::new().context("test network")?),
+                conflist.clone(),
+            )),
+            ..Default::default()
+        };
+        let ep = Endpoint::start_with(kind, reg, &images, opts).await?;
         let c = ep.client();
         sides.push(Side {
             kind,
@@ -248,6 +265,8 @@ async fn main() -> anyhow::Result<()> {
     let mut crius_only = false;
     let mut keep_logs: Option<std::path::PathBuf> = None;
     let mut list_calls = 21usize;
+    let mut portmap = false;
+    let mut floor_runs = 30usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut num = |flag: &str| -> anyhow::Result<usize> {
@@ -260,11 +279,13 @@ async fn main() -> anyhow::Result<()> {
             "--containers" => containers = num("--containers")?,
             "--crius-only" => crius_only = true,
             "--list-calls" => list_calls = num("--list-calls")?.max(1),
+            "--portmap" => portmap = true,
+            "--floor-runs" => floor_runs = num("--floor-runs")?,
             "--keep-logs" => {
                 keep_logs = Some(args.next().context("--keep-logs needs a directory")?.into())
             }
             other => anyhow::bail!(
-                "unknown argument {other:?} (usage: cri-bench [--pods N] [--containers N] [--crius-only] [--keep-logs DIR] [--list-calls N])"
+                "unknown argument {other:?} (usage: cri-bench [--pods N] [--containers N] [--crius-only] [--keep-logs DIR] [--list-calls N] [--portmap] [--floor-runs N])"
             ),
         }
     }
@@ -286,6 +307,11 @@ async fn main() -> anyhow::Result<()> {
     } else {
         &[Kind::Crius("runc"), Kind::Containerd]
     };
+    let conflist = if portmap {
+        Conflist::new("0.4.0").with_portmap()
+    } else {
+        Conflist::new("0.4.0")
+    };
     let mut figures = measure(
         kinds,
         &reg,
@@ -293,12 +319,27 @@ async fn main() -> anyhow::Result<()> {
         containers,
         list_calls,
         keep_logs.as_deref(),
+        &conflist,
     )
     .await?
     .into_iter()
     .map(|(_, f)| f);
     let ours = figures.next().unwrap_or_default();
     let theirs = figures.next().unwrap_or_default();
+    // The floor, after both daemons are gone (nothing else running meanwhile).
+    let (cni_add, cni_del, pause) = if floor_runs > 0 {
+        let net = TestNetwork::new().context("floor network")?;
+        let (add, del) = floor::cni_add_del(
+            &net.conflist(&conflist),
+            std::path::Path::new("/usr/lib/cni"),
+            floor_runs,
+        )
+        .context("bare CNI ADD/DEL")?;
+        let pause = floor::pause_start(floor_runs).context("bare runc create+start")?;
+        (add, del, pause)
+    } else {
+        Default::default()
+    };
 
     println!(
         "\n{:<34} {:>10} {:>12} {:<4} {:>8}  target",
@@ -312,6 +353,22 @@ async fn main() -> anyhow::Result<()> {
         "ms",
         Some(T_RUNP),
     );
+    if floor_runs > 0 {
+        let floor_ms = p(&cni_add, 0.5) + p(&pause, 0.5);
+        let runp = p(&ours.run_pod, 0.5);
+        let ratio = runp / floor_ms;
+        let verdict = if ratio <= T_FLOOR { "ok" } else { "MISSED" };
+        println!(
+            "{:<34} {runp:>10.2} {floor_ms:>12.2} ms   {ratio:>7.2}×  ≤ {T_FLOOR:.1}× {verdict} (vs floor)",
+            "RunPodSandbox p50 vs floor",
+        );
+        println!(
+            "  floor: bare CNI ADD p50 {:.2} ms (DEL {:.2} ms) + bare runc create+start p50 {:.2} ms, {floor_runs} runs each",
+            p(&cni_add, 0.5),
+            p(&cni_del, 0.5),
+            p(&pause, 0.5)
+        );
+    }
     row(
         "RunPodSandbox p90",
         p(&ours.run_pod, 0.9),
