@@ -152,10 +152,14 @@ pub struct Attachment {
     pub result: Value,
 }
 
+/// What the conf dir held at a scan: its candidate files, or `None` when unreadable.
+type Fingerprint = Option<Vec<(PathBuf, SystemTime, u64)>>;
+
 /// The loaded network, and what it was loaded from.
 struct Loaded {
-    /// The conf dir's files at the last scan; `None` before the first.
-    fingerprint: Option<Vec<(PathBuf, SystemTime, u64)>>,
+    /// The conf dir's files at the last scan (`None` inside: the dir is unreadable);
+    /// `None` before the first scan.
+    fingerprint: Option<Fingerprint>,
     network: Result<Arc<NetworkConfig>, String>,
 }
 
@@ -215,7 +219,7 @@ impl Cni {
         let fingerprint = config::candidates(&self.settings.conf_dir).ok();
         {
             let loaded = read(&self.loaded);
-            if loaded.fingerprint.is_some() && loaded.fingerprint == fingerprint {
+            if loaded.fingerprint.as_ref() == Some(&fingerprint) {
                 return false;
             }
         }
@@ -237,7 +241,7 @@ impl Cni {
                 Err(why) => tracing::warn!(reason = %why, "no CNI network"),
             }
         }
-        loaded.fingerprint = Some(fingerprint.unwrap_or_default());
+        loaded.fingerprint = Some(fingerprint);
         loaded.network = network;
         changed
     }

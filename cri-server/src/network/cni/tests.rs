@@ -371,6 +371,24 @@ async fn the_default_network_stands_in_for_an_empty_conf_dir_only() {
 }
 
 #[tokio::test]
+async fn a_missing_conf_dir_is_not_ready_until_it_appears() {
+    let s = Setup::new(None, &["bridge"], false);
+    let conf = s.dir.path().join("net.d");
+    std::fs::remove_dir(&conf).expect("rmdir");
+    assert!(s.cni.reload());
+    let why = s.cni.network().expect_err("no dir");
+    assert!(why.contains("net.d"), "{why}");
+    assert!(
+        !s.cni.reload(),
+        "an absent dir stays absent: nothing to redo"
+    );
+    std::fs::create_dir(&conf).expect("mkdir");
+    std::fs::write(conf.join("10-net.conflist"), chain("1.0.0").to_string()).expect("write");
+    assert!(s.cni.reload());
+    assert!(s.cni.network().is_ok());
+}
+
+#[tokio::test]
 async fn pod_cidrs_reach_ip_ranges_plugins() {
     let s = Setup::new(
         Some(
