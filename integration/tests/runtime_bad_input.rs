@@ -22,6 +22,15 @@ use tonic::Code;
 type Answer = Result<String, tonic::Status>;
 type Call = Box<dyn FnOnce(CriClient) -> Pin<Box<dyn Future<Output = Answer> + Send>> + Send>;
 
+/// Rows not run against containerd 1.6, and why.
+///
+/// A bad bandwidth annotation: containerd answers Unknown ("failed to setup network for
+/// sandbox …: reading pod bandwidth annotations: quantities must match …", seen here) but
+/// keeps the sandbox and its netns, and its StopPodSandbox re-reads the same annotation
+/// and fails the same way, so that sandbox can never be removed over CRI: the run would
+/// end with a leak that is containerd's, not the table's.
+const CONTAINERD_SKIPS: &[&str] = &["run_pod: bandwidth annotation that is not a quantity"];
+
 struct Row {
     name: &'static str,
     /// The code crius answers, and a word its message must contain.
@@ -190,6 +199,19 @@ fn rows(b: &Base, handler: &'static str) -> Vec<Row> {
         // containerd 1.6 writes it into /etc/hostname as it is and runs the pod: a name
         // that cannot be one line of that file is bad input, refused before anything is made.
         containerd: Code::Ok,
+        call: call!(|c| c.run_pod(&p, handler).await),
+    });
+    let p = fresh_pod(&|p| {
+        p.annotations
+            .insert("kubernetes.io/ingress-bandwidth".into(), "very fast".into());
+    });
+    rows.push(Row {
+        name: "run_pod: bandwidth annotation that is not a quantity",
+        crius: (Code::InvalidArgument, "kubernetes.io/ingress-bandwidth"),
+        // containerd 1.6: Unknown, from its CNI set-up after the netns is made ("failed
+        // to get bandwidth info from annotations"); it is the caller's value, refused
+        // before anything is made.
+        containerd: Code::Unknown,
         call: call!(|c| c.run_pod(&p, handler).await),
     });
     let p = fresh_pod(&|_| {});
@@ -394,6 +416,9 @@ async fn table(kind: Kind) -> Vec<(String, Code)> {
     let mut failures = Vec::new();
     let mut seen = Vec::new();
     for row in rows(&b, ep.handler()) {
+        if !kind.is_crius() && CONTAINERD_SKIPS.contains(&row.name) {
+            continue;
+        }
         let before = Footprint::take(&ep).await.expect("footprint");
         let answer =
             match tokio::time::timeout(std::time::Duration::from_secs(30), (row.call)(ep.client()))
