@@ -290,6 +290,50 @@ fn remove_blocking(path: &Path) -> Result<(), NetNsError> {
     }
 }
 
+/// Connects to `127.0.0.1:port` (then `[::1]:port`) inside the network namespace pinned
+/// at `pin`: port-forward's connection into a pod. A socket keeps the namespace it was
+/// made in, so only the connect runs on a dedicated thread that enters the namespace (and
+/// ends right after; the daemon's own threads never change namespace).
+pub async fn connect_tcp(
+    pin: &Path,
+    port: u16,
+    timeout: std::time::Duration,
+) -> io::Result<tokio::net::TcpStream> {
+    let pin = pin.to_path_buf();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("netns-connect".into())
+        .spawn(move || {
+            let _ = tx.send(connect_in(&pin, port, timeout));
+        })?;
+    let stream = rx
+        .await
+        .map_err(|_| io::Error::other("the connecting thread ended without an answer"))??;
+    stream.set_nonblocking(true)?;
+    tokio::net::TcpStream::from_std(stream)
+}
+
+/// Runs on the dedicated thread.
+fn connect_in(
+    pin: &Path,
+    port: u16,
+    timeout: std::time::Duration,
+) -> io::Result<std::net::TcpStream> {
+    let ns = std::fs::File::open(pin)?;
+    rustix::thread::move_into_link_name_space(
+        std::os::fd::AsFd::as_fd(&ns),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )?;
+    let v4 = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    match std::net::TcpStream::connect_timeout(&v4, timeout) {
+        Ok(s) => Ok(s),
+        Err(e4) => {
+            let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+            std::net::TcpStream::connect_timeout(&v6, timeout).map_err(|_| e4)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -574,5 +618,44 @@ mod tests {
             .expect("thread");
         assert!(matches!(res, Err(NetNsError::Mount { .. })), "{res:?}");
         assert!(mount_types_at(&pin).is_empty());
+    }
+
+    #[tokio::test]
+    async fn connect_tcp_reaches_a_listener_inside_the_namespace_only() {
+        let scratch = Scratch::new("connect");
+        let id = "fwd";
+        NetNs::create(&scratch.dir(), id).await.expect("create");
+        let pin = NetNs::pin_path(&scratch.dir(), id);
+        // A listener on 127.0.0.1 inside the namespace, made on a thread that enters it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pin2 = pin.clone();
+        let server = std::thread::spawn(move || {
+            let ns = std::fs::File::open(&pin2).expect("open pin");
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&ns),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .expect("setns");
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            tx.send(l.local_addr().expect("addr").port()).expect("send");
+            let (mut s, _) = l.accept().expect("accept");
+            std::io::Write::write_all(&mut s, b"inside").expect("write");
+        });
+        let port = rx.recv().expect("port");
+        let mut s = connect_tcp(&pin, port, std::time::Duration::from_secs(5))
+            .await
+            .expect("connect inside");
+        let mut buf = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut buf)
+            .await
+            .expect("read");
+        assert_eq!(buf, b"inside");
+        server.join().expect("server");
+        // Nothing listens on that port in the namespace any more: refused, not the host's.
+        let err = connect_tcp(&pin, port, std::time::Duration::from_secs(5))
+            .await
+            .expect_err("closed port");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+        NetNs::remove(&pin).await.expect("remove");
     }
 }
