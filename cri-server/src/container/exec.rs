@@ -205,6 +205,20 @@ impl Fifos {
         let tx = pipe::OpenOptions::new().open_sender(p).map_err(err)?;
         Ok((rx, tx))
     }
+
+    /// Opens fifo `i` as the process's input: read-write, so that the open does not wait
+    /// for the shim's reader and early writes wait in the pipe instead of failing with
+    /// EPIPE. Dropping it is the process's EOF (no writer is left).
+    pub(crate) fn open_input(&self, i: usize) -> Result<pipe::Sender, PodError> {
+        let p = self
+            .0
+            .get(i)
+            .ok_or_else(|| PodError::Internal(format!("no fifo {i}")))?;
+        pipe::OpenOptions::new()
+            .read_write(true)
+            .open_sender(p)
+            .map_err(|e| PodError::internal(format!("opening {}", p.display()), e))
+    }
 }
 
 impl Drop for Fifos {

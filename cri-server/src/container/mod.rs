@@ -3,6 +3,7 @@
 pub mod config;
 mod create;
 pub mod exec;
+pub mod exec_stream;
 pub mod log;
 pub mod record;
 mod remove;
