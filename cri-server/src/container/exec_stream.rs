@@ -43,15 +43,17 @@ pub struct ExecStream {
 }
 
 /// What can be done to a running exec besides its stdio.
+/// Every method takes `&self`, so that input, resizes and the wait for the exit can run at
+/// once in one session.
 pub struct ExecControl {
     client: TaskClient,
     container: String,
     exec_id: String,
     /// Our write ends of the output fifos, dropped when the exec exits so that the
     /// readers see EOF once the shim is done copying.
-    keep: Vec<pipe::Sender>,
+    keep: std::sync::Mutex<Vec<pipe::Sender>>,
     fifos: Option<Fifos>,
-    exited: bool,
+    exited: std::sync::atomic::AtomicBool,
 }
 
 impl Pods {
@@ -130,13 +132,13 @@ impl Pods {
                 String::new()
             }
         };
-        let mut control = ExecControl {
+        let control = ExecControl {
             client: client.clone(),
             container: rec.id.clone(),
             exec_id: exec_id.clone(),
-            keep,
+            keep: std::sync::Mutex::new(keep),
             fifos: Some(fifos),
-            exited: false,
+            exited: std::sync::atomic::AtomicBool::new(false),
         };
         client
             .exec(ExecProcess {
@@ -150,7 +152,10 @@ impl Pods {
             })
             .await?;
         if let Err(e) = client.start(&rec.id, &exec_id).await {
-            control.exited = true; // nothing runs; the drop still deletes the exec
+            // Nothing runs; the drop still deletes the exec.
+            control
+                .exited
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             return Err(e.into());
         }
         Ok(ExecStream {
@@ -182,10 +187,10 @@ impl ExecControl {
 
     /// Waits for the exit and returns its code. Output written before the exit still
     /// reaches the readers, which then see EOF.
-    pub async fn wait(&mut self) -> Result<i32, PodError> {
+    pub async fn wait(&self) -> Result<i32, PodError> {
         let st = self.client.wait(&self.container, &self.exec_id).await;
-        self.exited = true;
-        self.keep.clear();
+        self.exited.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.keep.lock().unwrap_or_else(|p| p.into_inner()).clear();
         Ok(st?.code as i32)
     }
 
@@ -205,9 +210,9 @@ impl Drop for ExecControl {
     fn drop(&mut self) {
         let client = self.client.clone();
         let (id, exec_id) = (self.container.clone(), self.exec_id.clone());
-        let running = !self.exited;
+        let running = !self.exited.load(std::sync::atomic::Ordering::SeqCst);
         let fifos = self.fifos.take();
-        let keep = std::mem::take(&mut self.keep);
+        let keep = std::mem::take(&mut *self.keep.lock().unwrap_or_else(|p| p.into_inner()));
         // Deleting needs the shim: done on the runtime, after which the fifos go.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
