@@ -36,6 +36,51 @@ pub struct Config {
     /// Registries: mirrors, plain-HTTP hosts, CAs, credentials, download parallelism.
     #[serde(default)]
     pub registry: crate::image::registry::RegistryConfig,
+    /// The streaming server (exec, attach, port-forward).
+    #[serde(default)]
+    pub streaming: StreamingSettings,
+}
+
+/// `[streaming]`: where the exec/attach/port-forward server listens and how long its URLs
+/// live.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamingSettings {
+    /// Address to bind: loopback by default (the kubelet on the same node connects);
+    /// an explicit address for remote set-ups.
+    pub address: String,
+    /// Port; 0 picks a free one.
+    pub port: u16,
+    /// How long a streaming URL stays valid, seconds.
+    pub token_ttl_secs: u64,
+    /// How many URLs may be pending at once (the oldest is dropped beyond).
+    pub max_pending: usize,
+}
+
+impl Default for StreamingSettings {
+    fn default() -> Self {
+        StreamingSettings {
+            address: "127.0.0.1".into(),
+            port: 0,
+            token_ttl_secs: 60,
+            max_pending: 1000,
+        }
+    }
+}
+
+impl StreamingSettings {
+    /// The streaming module's config; the error names a bad address.
+    pub fn config(&self) -> Result<crate::streaming::StreamingConfig, String> {
+        let ip: std::net::IpAddr = self
+            .address
+            .parse()
+            .map_err(|e| format!("streaming.address {:?}: {e}", self.address))?;
+        Ok(crate::streaming::StreamingConfig {
+            listen: std::net::SocketAddr::new(ip, self.port),
+            token_ttl: std::time::Duration::from_secs(self.token_ttl_secs.max(1)),
+            max_pending: self.max_pending.max(1),
+        })
+    }
 }
 
 /// CNI settings.
@@ -196,6 +241,7 @@ impl Config {
                 c.default_subnet
             )));
         }
+        self.streaming.config().map_err(invalid)?;
         if self.socket_path().as_os_str().is_empty() {
             return Err(invalid("listen: empty socket path".into()));
         }

@@ -249,13 +249,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         )?;
         tokio::spawn(crius::pods::events::run(pods.clone(), events));
         pods.recover().await;
+        let streaming_cfg = cfg.streaming.clone();
         let status = Arc::new(RuntimeStatus::new(cfg, search, cni));
         for c in status.handler_checks() {
             if let Some(e) = c.error {
                 tracing::warn!(handler = %c.name, "handler unusable: {e}");
             }
         }
-        crius::server::serve::serve(&socket, status, images, pods, shutdown_signal())
+        let stream_cfg = streaming_cfg
+            .config()
+            .map_err(anyhow::Error::msg)
+            .context("[streaming]")?;
+        let stream_listener = tokio::net::TcpListener::bind(stream_cfg.listen)
+            .await
+            .with_context(|| format!("binding the streaming server to {}", stream_cfg.listen))?;
+        let stream_addr = stream_listener
+            .local_addr()
+            .context("streaming server address")?;
+        let streaming = Arc::new(crius::streaming::Streaming::new(
+            &stream_cfg,
+            stream_addr,
+            pods.clone(),
+        ));
+        tracing::info!(address = %stream_addr, "streaming server");
+        tokio::spawn(crius::streaming::server::serve(
+            stream_listener,
+            streaming.clone(),
+            std::future::pending(),
+        ));
+        crius::server::serve::serve(&socket, status, images, pods, streaming, shutdown_signal())
             .await
             .context("CRI server")?;
         events_server.shutdown().await;

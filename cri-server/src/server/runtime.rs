@@ -21,12 +21,22 @@ pub const RUNTIME_API_VERSION: &str = "v1";
 pub struct Runtime {
     status: Arc<RuntimeStatus>,
     pods: Arc<Pods>,
+    streaming: Arc<crate::streaming::Streaming>,
 }
 
 impl Runtime {
-    /// A RuntimeService answering from `status` and running pods through `pods`.
-    pub fn new(status: Arc<RuntimeStatus>, pods: Arc<Pods>) -> Self {
-        Runtime { status, pods }
+    /// A RuntimeService answering from `status`, running pods through `pods` and handing
+    /// out streaming URLs from `streaming`.
+    pub fn new(
+        status: Arc<RuntimeStatus>,
+        pods: Arc<Pods>,
+        streaming: Arc<crate::streaming::Streaming>,
+    ) -> Self {
+        Runtime {
+            status,
+            pods,
+            streaming,
+        }
     }
 
     async fn stats_of(&self, rec: &ContainerRecord) -> Result<cri::ContainerStats, Status> {
@@ -334,8 +344,46 @@ impl RuntimeService for Runtime {
         }))
     }
 
-    async fn exec(&self, _r: Request<cri::ExecRequest>) -> R<cri::ExecResponse> {
-        Err(unimplemented("Exec"))
+    async fn exec(&self, r: Request<cri::ExecRequest>) -> R<cri::ExecResponse> {
+        let r = r.into_inner();
+        if r.cmd.is_empty() {
+            return Err(Status::invalid_argument("cmd is empty"));
+        }
+        if r.tty && r.stderr {
+            return Err(Status::invalid_argument(
+                "tty and stderr cannot both be true (a terminal has one output)",
+            ));
+        }
+        if !(r.stdin || r.stdout || r.stderr) {
+            return Err(Status::invalid_argument(
+                "one of stdin, stdout or stderr must be true",
+            ));
+        }
+        let rec = self
+            .pods
+            .container(&r.container_id)
+            .map_err(to_status)?
+            .ok_or_else(|| {
+                Status::not_found(format!("container {:?} not found", r.container_id))
+            })?;
+        if rec.state != crate::container::record::ContainerState::Running {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running",
+                rec.id
+            )));
+        }
+        let url = self
+            .streaming
+            .url(crate::streaming::Request::Exec {
+                container: rec.id,
+                cmd: r.cmd,
+                tty: r.tty,
+                stdin: r.stdin,
+                stdout: r.stdout,
+                stderr: r.stderr,
+            })
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(cri::ExecResponse { url }))
     }
 
     async fn attach(&self, _r: Request<cri::AttachRequest>) -> R<cri::AttachResponse> {

@@ -39,6 +39,7 @@ pub async fn serve(
     status: Arc<RuntimeStatus>,
     images: Arc<crate::image::ImageService>,
     pods: Arc<crate::pods::Pods>,
+    streaming: Arc<crate::streaming::Streaming>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let sock_err = |source| ServeError::Socket {
@@ -64,7 +65,7 @@ pub async fn serve(
         let _ = signalled_tx.send(());
     };
     let list = Arc::new(ContainerList::new(pods.clone()));
-    let runtime = RuntimeServiceServer::new(Runtime::new(status, pods));
+    let runtime = RuntimeServiceServer::new(Runtime::new(status, pods, streaming));
     let server = tonic::transport::Server::builder()
         .add_service(WithContainerList::new(runtime, list))
         .add_service(ImageServiceServer::new(Images::new(images)))

@@ -217,8 +217,20 @@ mod tests {
             tx.write_all(part).await.expect("write");
         }
         drop(tx);
-        assert_eq!(sizes.recv().await, Some(TerminalSize { width: 80, height: 24 }));
-        assert_eq!(sizes.recv().await, Some(TerminalSize { width: 132, height: 43 }));
+        assert_eq!(
+            sizes.recv().await,
+            Some(TerminalSize {
+                width: 80,
+                height: 24
+            })
+        );
+        assert_eq!(
+            sizes.recv().await,
+            Some(TerminalSize {
+                width: 132,
+                height: 43
+            })
+        );
         assert_eq!(sizes.recv().await, None);
     }
 }

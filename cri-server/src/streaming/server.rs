@@ -1,0 +1,182 @@
+//! The HTTP side of the streaming server: `/{exec,attach,portforward}/{token}`, upgraded
+//! to WebSocket (or SPDY/3.1) after the token is checked.
+//!
+//! Unknown, used and expired tokens all get 404, with no hint which it was.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::header::{
+    HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
+    UPGRADE,
+};
+use hyper::{Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+use super::remotecommand::{self, ClientStreams};
+use super::websocket::{self, Channels, WsProtocol};
+use super::{Request, Streaming};
+
+/// Serves connections from `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    streaming: Arc<Streaming>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let conn = tokio::select! {
+            c = listener.accept() => c,
+            () = &mut shutdown => return,
+        };
+        let (stream, _) = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "streaming server accept");
+                continue;
+            }
+        };
+        let streaming = streaming.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let streaming = streaming.clone();
+                async move { Ok::<_, Infallible>(handle(req, streaming)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "streaming connection");
+            }
+        });
+    }
+}
+
+fn reply(status: StatusCode, body: &str) -> Response<String> {
+    let mut r = Response::new(body.to_string());
+    *r.status_mut() = status;
+    r
+}
+
+/// Answers one request: the upgrade response, with the session spawned on the upgraded
+/// connection.
+fn handle(req: hyper::Request<Incoming>, streaming: Arc<Streaming>) -> Response<String> {
+    let mut parts = req.uri().path().trim_start_matches('/').splitn(2, '/');
+    let (Some(kind), Some(token)) = (parts.next(), parts.next()) else {
+        return reply(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let Some(request) = streaming.take(kind, token) else {
+        return reply(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let upgrade = req
+        .headers()
+        .get(UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if upgrade == "websocket" {
+        return websocket_upgrade(req, request, streaming);
+    }
+    reply(
+        StatusCode::BAD_REQUEST,
+        "this endpoint needs a WebSocket (or SPDY/3.1) upgrade\n",
+    )
+}
+
+fn websocket_upgrade(
+    req: hyper::Request<Incoming>,
+    request: Request,
+    streaming: Arc<Streaming>,
+) -> Response<String> {
+    let offered: Vec<String> = req
+        .headers()
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    // No protocol offered: the original unversioned one, as the apiserver assumes.
+    let proto = if offered.is_empty() {
+        Some(WsProtocol::Channel)
+    } else {
+        WsProtocol::negotiate(offered.iter().map(String::as_str))
+    };
+    let Some(proto) = proto else {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "none of the offered protocols {offered:?} is supported (supported: {})\n",
+                WsProtocol::ALL.map(WsProtocol::name).join(", ")
+            ),
+        );
+    };
+    let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY) else {
+        return reply(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing\n");
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let (channels, run): (Channels, _) = match request {
+        Request::Exec {
+            container,
+            cmd,
+            tty,
+            stdin,
+            stdout,
+            stderr,
+        } => (
+            Channels {
+                stdin,
+                stdout,
+                stderr,
+                tty,
+            },
+            SessionKind::Exec { container, cmd },
+        ),
+        Request::Attach { .. } | Request::PortForward { .. } => {
+            return reply(
+                StatusCode::NOT_IMPLEMENTED,
+                "attach and port-forward over WebSocket are not served yet\n",
+            )
+        }
+    };
+    let pods = streaming.pods().clone();
+    tokio::spawn(async move {
+        let upgraded = match hyper::upgrade::on(req).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket upgrade");
+                return;
+            }
+        };
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        websocket::serve(ws, proto, channels, |client: ClientStreams| async move {
+            match run {
+                SessionKind::Exec { container, cmd } => {
+                    remotecommand::exec(&pods, &container, cmd, client).await
+                }
+            }
+        })
+        .await;
+    });
+    let mut r = reply(StatusCode::SWITCHING_PROTOCOLS, "");
+    let h = r.headers_mut();
+    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(SEC_WEBSOCKET_ACCEPT, v);
+    }
+    h.insert(
+        SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(proto.name()),
+    );
+    r
+}
+
+/// What a session runs once its streams are up.
+enum SessionKind {
+    Exec { container: String, cmd: Vec<String> },
+}
