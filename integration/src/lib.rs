@@ -18,3 +18,4 @@ pub mod pod;
 pub mod registry;
 pub mod scenario;
 pub mod shim;
+pub mod streaming;

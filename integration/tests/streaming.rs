@@ -1,0 +1,172 @@
+//! The streaming server end to end over WebSocket: `Exec` URLs opened with each
+//! `channel.k8s.io` variant, on crius and, for the variants containerd 1.6 speaks
+//! (`v4.channel.k8s.io`, `channel.k8s.io`, `base64.channel.k8s.io`; v5 came later), on
+//! containerd with the same client.
+
+use std::time::Duration;
+
+use crius_integration::pod::{container_config, push_test_images, sh, Endpoint, Kind};
+use crius_integration::registry::Registry;
+use crius_integration::streaming::{self, Input};
+use crius_proto::cri;
+
+const T: Duration = Duration::from_secs(60);
+
+/// An endpoint with one pod running a long `sleep`; the container id.
+async fn sleeper(kind: Kind) -> anyhow::Result<(Registry, Endpoint, String, String)> {
+    let reg = Registry::start(Default::default())?;
+    let images = push_test_images(&reg).await?;
+    let ep = Endpoint::start(kind, &reg, &images).await?;
+    let pod = ep.pod_config("stream");
+    let pod_id = ep.run_pod(&pod).await?;
+    let ctr = container_config("sleeper", &images.busybox, &["sleep", "100000"]);
+    let id = ep.run_container(&pod_id, &pod, &ctr).await?;
+    Ok((reg, ep, pod_id, id))
+}
+
+async fn exec_url(
+    ep: &Endpoint,
+    id: &str,
+    cmd: &[String],
+    tty: bool,
+    stdin: bool,
+) -> anyhow::Result<String> {
+    let mut c = ep.client();
+    let r = c
+        .runtime
+        .exec(cri::ExecRequest {
+            container_id: id.into(),
+            cmd: cmd.to_vec(),
+            tty,
+            stdin,
+            stdout: true,
+            stderr: !tty,
+        })
+        .await?
+        .into_inner();
+    Ok(r.url)
+}
+
+/// Output, stderr and exit codes in each protocol `kind` speaks.
+async fn outputs_and_exit_codes(kind: Kind, protocols: &[&str]) {
+    let (_reg, ep, pod_id, id) = sleeper(kind).await.expect("pod");
+    for proto in protocols {
+        let url = exec_url(&ep, &id, &sh("echo out; echo err >&2"), false, false)
+            .await
+            .expect("exec url");
+        let s = streaming::exec(&url, &[proto], Input::default(), T)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {proto}: {e:#}", kind.label()));
+        assert_eq!(&s.protocol, proto);
+        assert_eq!(s.stdout, b"out\n", "{proto}");
+        assert_eq!(s.stderr, b"err\n", "{proto}");
+        assert_eq!(s.exit_code(), Some(0), "{proto}: {:?}", String::from_utf8_lossy(&s.error));
+
+        let url = exec_url(&ep, &id, &sh("exit 7"), false, false)
+            .await
+            .expect("exec url");
+        let s = streaming::exec(&url, &[proto], Input::default(), T)
+            .await
+            .expect("exec");
+        assert_eq!(
+            s.exit_code(),
+            Some(7),
+            "{}: {proto}: error channel {:?}",
+            kind.label(),
+            String::from_utf8_lossy(&s.error)
+        );
+    }
+    ep.teardown(&pod_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_and_exit_codes_crius() {
+    outputs_and_exit_codes(
+        Kind::Crius("runc"),
+        &[
+            "v5.channel.k8s.io",
+            "v4.channel.k8s.io",
+            "channel.k8s.io",
+            "base64.channel.k8s.io",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_and_exit_codes_containerd() {
+    outputs_and_exit_codes(
+        Kind::Containerd,
+        &["v4.channel.k8s.io", "channel.k8s.io", "base64.channel.k8s.io"],
+    )
+    .await;
+}
+
+/// 10 MB through `cat`, byte for byte, with stdin closed by v5's close channel; a
+/// terminal's size reaches `stty`; tokens work once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_tty_and_tokens_crius() {
+    let (_reg, ep, pod_id, id) = sleeper(Kind::Crius("runc")).await.expect("pod");
+    let data: Vec<u8> = (0..10_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let url = exec_url(&ep, &id, &["cat".to_string()], false, true)
+        .await
+        .expect("url");
+    let s = streaming::exec(
+        &url,
+        &["v5.channel.k8s.io"],
+        Input {
+            stdin: Some(data.clone()),
+            ..Default::default()
+        },
+        T,
+    )
+    .await
+    .expect("cat");
+    assert_eq!(s.stdout.len(), data.len());
+    assert!(s.stdout == data, "10 MB through cat came back different");
+    assert_eq!(s.exit_code(), Some(0));
+
+    // Used: the same URL again is 404, as is a made-up token.
+    assert_eq!(streaming::http_status(&url).await.expect("status"), 404);
+    let (base, _) = url.rsplit_once('/').expect("token");
+    let fake = format!("{base}/{}", "0".repeat(64));
+    assert_eq!(streaming::http_status(&fake).await.expect("status"), 404);
+
+    let url = exec_url(&ep, &id, &sh("sleep 1; stty size"), true, false)
+        .await
+        .expect("url");
+    let s = streaming::exec(
+        &url,
+        &["v5.channel.k8s.io"],
+        Input {
+            resize: Some((91, 27)),
+            ..Default::default()
+        },
+        T,
+    )
+    .await
+    .expect("tty");
+    assert_eq!(
+        String::from_utf8_lossy(&s.stdout).trim(),
+        "27 91",
+        "stty size under a resized terminal"
+    );
+
+    // 50 sessions at once.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let url = exec_url(&ep, &id, &sh(&format!("echo {i}; exit {}", i % 4)), false, false)
+            .await
+            .expect("url");
+        set.spawn(async move {
+            let s = streaming::exec(&url, &["v4.channel.k8s.io"], Input::default(), T).await?;
+            anyhow::ensure!(s.stdout == format!("{i}\n").into_bytes(), "session {i}: {s:?}");
+            anyhow::ensure!(s.exit_code() == Some(i % 4), "session {i}: {s:?}");
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.expect("join").expect("session");
+    }
+    ep.teardown(&pod_id).await;
+}
