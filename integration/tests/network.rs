@@ -4,12 +4,19 @@
 //! data dir no other running test uses). Where the two disagree on purpose, the scenario
 //! asserts each side's behaviour and says why.
 //!
-//! Traffic goes only to loopback and to the pods' own addresses. Every scenario ends by
-//! comparing the network's host footprint (netns pins, veths, IP allocations, iptables
-//! rules) with the one before it started.
+//! Covered: pod IPs on the bridge and pod-to-pod / host-to-pod traffic (CNI 1.0.0 and
+//! 0.4.0), hostPort through portmap, DNSConfig in resolv.conf, host-network pods,
+//! NetworkReady following the conf dir, plugins that are missing, fail or hang, what a
+//! chained plugin is handed (CNI_ARGS, capability args, prevResult), and no leaks over
+//! hundreds of pods and across `kill -9` of crius.
 //!
-//! `cargo test -p crius-integration --test network -- --test-threads=2` (crius built in
-//! the same target dir).
+//! Traffic goes only to loopback and to the pods' own addresses. Every scenario ends by
+//! comparing the network's host footprint (netns pins, cached results, veths, IP
+//! allocations, iptables rules) and the endpoint's (pods, mounts, shims) with the ones
+//! before it started.
+//!
+//! `cargo test -p crius-integration --test network -- --test-threads=2` (crius and its
+//! shim built in the same target dir).
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -702,26 +709,90 @@ async fn missing_plugin_containerd() {
     missing_plugin(CONTAINERD).await
 }
 
-/// A plugin dir holding `crius-test-hang`: ADD writes its pid to `<dir>/hang.pid` and sleeps
-/// for an hour (exec'd, so the pid is the sleeping process); DEL and the rest succeed at
-/// once, as there is nothing to undo.
-fn hang_plugin_dir(net: &TestNetwork) -> anyhow::Result<std::path::PathBuf> {
+/// A plugin dir (under the network's scratch dir) holding a shell plugin `name` that runs
+/// `add` on ADD and succeeds at once on anything else (DEL has nothing to undo).
+fn script_plugin(net: &TestNetwork, name: &str, add: &str) -> anyhow::Result<std::path::PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let dir = net.scratch().join("plugins");
     std::fs::create_dir_all(&dir)?;
-    let script = dir.join("crius-test-hang");
+    let script = dir.join(name);
     std::fs::write(
         &script,
         format!(
             "#!/bin/sh\ncase \"$CNI_COMMAND\" in\n\
-             ADD) echo $$ > {pid}; exec sleep 3600 ;;\n\
+             ADD) {add} ;;\n\
              VERSION) echo '{{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[\"0.3.1\",\"0.4.0\",\"1.0.0\"]}}' ;;\n\
-             esac\nexit 0\n",
-            pid = dir.join("hang.pid").display()
+             esac\nexit 0\n"
         ),
     )?;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
     Ok(dir)
+}
+
+/// `crius-test-hang`: ADD writes its pid to `<dir>/hang.pid` and sleeps for an hour
+/// (exec'd, so the pid is the sleeping process).
+fn hang_plugin_dir(net: &TestNetwork) -> anyhow::Result<std::path::PathBuf> {
+    let pid = net.scratch().join("plugins/hang.pid");
+    script_plugin(
+        net,
+        "crius-test-hang",
+        &format!("echo $$ > {}; exec sleep 3600", pid.display()),
+    )
+}
+
+/// A plugin whose ADD fails the CNI way (an error object on stdout, exit 1), chained
+/// after the bridge: RunPodSandbox fails with the plugin's message, and the DEL that
+/// follows gives back what the bridge made.
+async fn failing_plugin(kind: Kind) {
+    let net = Arc::new(TestNetwork::new().expect("network"));
+    let plugins = script_plugin(
+        &net,
+        "crius-test-fail",
+        r#"echo '{"cniVersion":"1.0.0","code":11,"msg":"no address for you"}'; exit 1"#,
+    )
+    .expect("plugin dir");
+    let conflist = Conflist::new("1.0.0").chain(serde_json::json!({"type": "crius-test-fail"}));
+    let s = Setup::on(
+        kind,
+        net,
+        conflist,
+        EndpointOptions {
+            cni_bin_dirs: vec![plugins, "/usr/lib/cni".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("setup");
+    let ep = &s.ep;
+    let label = kind.label();
+    let cfg = ep.pod_config("fail");
+    let r = tokio::time::timeout(Duration::from_secs(60), ep.run_pod(&cfg))
+        .await
+        .expect("RunPodSandbox hung");
+    let e = match r {
+        Ok(id) => {
+            ep.teardown(&id).await;
+            panic!("{label}: RunPodSandbox succeeded with a failing plugin");
+        }
+        Err(e) => e,
+    };
+    assert!(
+        e.message().contains("no address for you") && e.message().contains("crius-test-fail"),
+        "{label}: the plugin and its message: {e:?}"
+    );
+    let listed = ep.client().list_pods(None).await.expect("list");
+    assert!(listed.is_empty(), "{label}: failed pod listed: {listed:?}");
+    s.assert_clean("a failing plugin").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_plugin_crius() {
+    failing_plugin(CRIUS).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_plugin_containerd() {
+    failing_plugin(CONTAINERD).await
 }
 
 /// crius kills a plugin that outlives `plugin_timeout_secs` and fails the pod, naming it.
