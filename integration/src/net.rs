@@ -4,8 +4,8 @@
 //! file under `/var/tmp`, kept for the life of the object, so parallel test processes never
 //! pick the same one): from the slot come its bridge name, its IPv4 /24 and its CNI network
 //! name. It builds the conflist both crius and containerd load ([`Conflist`]), and takes
-//! [`NetSnapshot`]s of what pods on it leave on the host: netns pins, veths, host-local IP
-//! allocations and iptables rules, all scoped to this one network so that other tests
+//! [`NetSnapshot`]s of what pods on it leave on the host: netns pins, cached CNI results,
+//! veths, host-local IP allocations and iptables rules, all scoped to this one network so that other tests
 //! running at the same time do not show up.
 //!
 //! The bridge is made by the network itself, with the gateway address on it, rather than
@@ -28,6 +28,8 @@ use crate::shim::random_id;
 
 /// Where slot locks live: shared by every test process on the host.
 const LOCK_DIR: &str = "/var/tmp/crius-testnet";
+/// libcni's host-wide result cache (containerd's).
+pub const LIBCNI_RESULTS: &str = "/var/lib/cni/results";
 /// How many networks tests may hold at once: 10.150.0.0/24 … 10.151.255.0/24 (clear of
 /// 10.88/16 and 10.89/16, the crius and containerd defaults).
 const SLOTS: u16 = 512;
@@ -196,13 +198,22 @@ impl TestNetwork {
         Ok(())
     }
 
-    /// Deletes the bridge and every iptables rule naming this network (and the per-pod
-    /// `CNI-DN-*` chains those rules jump to).
+    /// Deletes the bridge, libcni's cached results for this network (containerd's, in the
+    /// host-wide dir) and every iptables rule naming it (and the per-pod `CNI-DN-*` chains
+    /// those rules jump to).
     fn purge(&self) {
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
             .stderr(Stdio::null())
             .status();
+        let prefix = format!("{}-", self.name);
+        if let Ok(entries) = std::fs::read_dir(LIBCNI_RESULTS) {
+            for e in entries.filter_map(|e| e.ok()) {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         let rules = iptables_rules();
         let mine: Vec<&(String, String)> = rules
             .iter()
@@ -252,8 +263,8 @@ impl TestNetwork {
     }
 
     /// What pods of this network leave on the host now; `netns_dir` is the pin dir of the
-    /// runtime running them.
-    pub fn snapshot(&self, netns_dir: &Path) -> NetSnapshot {
+    /// runtime running them, `cache` where it keeps CNI results.
+    pub fn snapshot(&self, netns_dir: &Path, cache: &ResultCache) -> NetSnapshot {
         let names = |dir: &Path| -> BTreeSet<String> {
             std::fs::read_dir(dir)
                 .map(|d| {
@@ -273,8 +284,16 @@ impl TestNetwork {
             .filter(|(_, master)| master.is_none() || master.as_deref() == Some(&self.bridge))
             .map(|(name, _)| name.clone())
             .collect();
+        let results = match cache {
+            ResultCache::Own(dir) => names(dir),
+            ResultCache::Shared(dir) => names(dir)
+                .into_iter()
+                .filter(|n| n.starts_with(&format!("{}-", self.name)))
+                .collect(),
+        };
         NetSnapshot {
             netns: names(netns_dir),
+            results,
             bridge_ports: names(&Path::new("/sys/class/net").join(&self.bridge).join("brif")),
             loose_veths,
             veth_count: veths.len(),
@@ -292,16 +311,32 @@ impl TestNetwork {
     pub async fn settled(
         &self,
         netns_dir: &Path,
+        cache: &ResultCache,
         base: &NetSnapshot,
         timeout: Duration,
     ) -> Vec<String> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut previous: Option<Vec<String>> = None;
         loop {
-            let now = self.snapshot(netns_dir);
+            let now = self.snapshot(netns_dir, cache);
             let diff = base.diff(&now);
-            if diff.is_empty() || tokio::time::Instant::now() >= deadline {
+            if diff.is_empty() {
                 return diff;
             }
+            if tokio::time::Instant::now() >= deadline {
+                // What two looks 100 ms apart both saw: a leak stays, other tests' passing
+                // veths do not.
+                let kept = previous.unwrap_or_else(|| diff.clone());
+                let (counts, items): (Vec<String>, Vec<String>) =
+                    diff.into_iter().partition(|d| d.starts_with("(host veths"));
+                let mut lasting: Vec<String> =
+                    items.into_iter().filter(|d| kept.contains(d)).collect();
+                if !lasting.is_empty() {
+                    lasting.extend(counts);
+                }
+                return lasting;
+            }
+            previous = Some(diff);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -360,11 +395,23 @@ pub fn loopback_conflist() -> Vec<u8> {
     br#"{"cniVersion":"1.0.0","name":"crius-test-lo","plugins":[{"type":"loopback"}]}"#.to_vec()
 }
 
+/// Where a runtime caches CNI results (what ADD returned, for DEL).
+#[derive(Debug, Clone)]
+pub enum ResultCache {
+    /// A dir of the runtime's own: every file there counts.
+    Own(PathBuf),
+    /// libcni's host-wide dir (`/var/lib/cni/results`, containerd's): files named
+    /// `<network>-<container id>-<ifname>` count.
+    Shared(PathBuf),
+}
+
 /// What one test network's pods leave on the host.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NetSnapshot {
     /// Entries of the runtime's netns pin dir.
     pub netns: BTreeSet<String>,
+    /// Cached CNI results of this network.
+    pub results: BTreeSet<String>,
     /// Links attached to the test bridge (`/sys/class/net/<bridge>/brif/`).
     pub bridge_ports: BTreeSet<String>,
     /// Host veths attached to no bridge or to the test bridge: a veth whose pod network was
@@ -380,26 +427,38 @@ pub struct NetSnapshot {
 }
 
 impl NetSnapshot {
-    /// What differs between `self` and `later`, readable (empty = the same).
+    /// What differs between `self` and `later`, readable (empty = the same, up to
+    /// unattached veths that went away).
     pub fn diff(&self, later: &NetSnapshot) -> Vec<String> {
         let mut out = Vec::new();
-        let mut cmp = |what: &str, a: &BTreeSet<String>, b: &BTreeSet<String>| {
+        let mut cmp = |what: &str, a: &BTreeSet<String>, b: &BTreeSet<String>, gone: bool| {
             for x in b.difference(a) {
                 out.push(format!("new {what}: {x}"));
             }
-            for x in a.difference(b) {
-                out.push(format!("gone {what}: {x}"));
+            if gone {
+                for x in a.difference(b) {
+                    out.push(format!("gone {what}: {x}"));
+                }
             }
         };
-        cmp("netns pin", &self.netns, &later.netns);
-        cmp("bridge port", &self.bridge_ports, &later.bridge_ports);
-        cmp("unattached veth", &self.loose_veths, &later.loose_veths);
+        cmp("netns pin", &self.netns, &later.netns, true);
+        cmp("cached CNI result", &self.results, &later.results, true);
+        cmp("bridge port", &self.bridge_ports, &later.bridge_ports, true);
+        // Only new ones: another test's veth caught before its plugin attached it to its
+        // bridge is gone from this list a moment later.
+        cmp(
+            "unattached veth",
+            &self.loose_veths,
+            &later.loose_veths,
+            false,
+        );
         cmp(
             "host-local allocation",
             &self.allocations,
             &later.allocations,
+            true,
         );
-        cmp("iptables rule", &self.iptables, &later.iptables);
+        cmp("iptables rule", &self.iptables, &later.iptables, true);
         if !out.is_empty() {
             out.push(format!(
                 "(host veths: {} then {})",

@@ -15,7 +15,7 @@ use crate::containerd::{Containerd, ContainerdOptions};
 use crate::cri::{image_spec, CniConfigs, CriClient, Daemon, DaemonOptions};
 use crate::host;
 use crate::image_builder::{Compression, Image, ImageConfig, Layer, LinkStyle};
-use crate::net::{Conflist, TestNetwork};
+use crate::net::{Conflist, NetSnapshot, ResultCache, TestNetwork};
 use crate::registry::Registry;
 use crate::shim::random_id;
 
@@ -302,6 +302,24 @@ impl Endpoint {
         }
     }
 
+    /// Where this endpoint caches CNI results: crius under its root, containerd (libcni)
+    /// in the host-wide `/var/lib/cni/results`.
+    pub fn cni_cache(&self) -> ResultCache {
+        match &self.backend {
+            Backend::Crius(d) => ResultCache::Own(d.dir().join("root/cni/results")),
+            Backend::Containerd(_) => ResultCache::Shared(crate::net::LIBCNI_RESULTS.into()),
+        }
+    }
+
+    /// What pods of this endpoint left on its test network now (an empty snapshot for
+    /// crius on loopback only).
+    pub fn net_snapshot(&self) -> NetSnapshot {
+        self.network
+            .as_ref()
+            .map(|n| n.snapshot(&self.netns_dir(), &self.cni_cache()))
+            .unwrap_or_default()
+    }
+
     /// The crius daemon, for kill -9 / restart tests (None for containerd).
     pub fn crius(&mut self) -> Option<&mut Daemon> {
         match &mut self.backend {
@@ -487,12 +505,53 @@ pub fn log_file(pod: &cri::PodSandboxConfig, c: &cri::ContainerConfig) -> PathBu
 
 impl Drop for Endpoint {
     fn drop(&mut self) {
+        // A test that failed half-way leaves containerd's pods running, and containerd's
+        // shims outlive it (crius's Daemon cleans up its own on drop).
+        if let Backend::Containerd(daemon) = &self.backend {
+            containerd_leftovers(daemon.dir(), &daemon.socket);
+        }
         // What the daemon cannot remove: our cgroup root (pods' parents). Pods must have
         // been torn down by then; a busy cgroup stays (EBUSY). The test network's bridge
         // goes with the last reference to it, after the daemon (fields drop in order).
         for root in self.cgroup_dirs() {
             remove_cgroup_tree(&root);
         }
+    }
+}
+
+/// Removes what containerd's pods left when a test ended without removing them: their
+/// containers (the Go shim keeps runc state in the host-wide `/run/containerd/runc/k8s.io`;
+/// ours are the tasks under this containerd's state dir), its shims, and libcni's cached
+/// loopback results for them. Nothing is there after a test that cleaned up.
+fn containerd_leftovers(dir: &Path, socket: &Path) {
+    let tasks = dir.join("state/io.containerd.runtime.v2.task/k8s.io");
+    let ids: Vec<String> = std::fs::read_dir(&tasks)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    for id in &ids {
+        let _ = std::process::Command::new("runc")
+            .args([
+                "--root",
+                "/run/containerd/runc/k8s.io",
+                "delete",
+                "--force",
+                id,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+    for pid in crate::leaks::shims_of(socket) {
+        host::kill(pid, libc::SIGKILL);
+    }
+    for id in &ids {
+        let _ = std::fs::remove_file(
+            Path::new(crate::net::LIBCNI_RESULTS).join(format!("cni-loopback-{id}-lo")),
+        );
     }
 }
 

@@ -4,12 +4,19 @@
 //! data dir no other running test uses). Where the two disagree on purpose, the scenario
 //! asserts each side's behaviour and says why.
 //!
-//! Traffic goes only to loopback and to the pods' own addresses. Every scenario ends by
-//! comparing the network's host footprint (netns pins, veths, IP allocations, iptables
-//! rules) with the one before it started.
+//! Covered: pod IPs on the bridge and pod-to-pod / host-to-pod traffic (CNI 1.0.0 and
+//! 0.4.0), hostPort through portmap, DNSConfig in resolv.conf, host-network pods,
+//! NetworkReady following the conf dir, plugins that are missing, fail or hang, what a
+//! chained plugin is handed (CNI_ARGS, capability args, prevResult), and no leaks over
+//! hundreds of pods and across `kill -9` of crius.
 //!
-//! `cargo test -p crius-integration --test network -- --test-threads=2` (crius built in
-//! the same target dir).
+//! Traffic goes only to loopback and to the pods' own addresses. Every scenario ends by
+//! comparing the network's host footprint (netns pins, cached results, veths, IP
+//! allocations, iptables rules) and the endpoint's (pods, mounts, shims) with the ones
+//! before it started.
+//!
+//! `cargo test -p crius-integration --test network -- --test-threads=2` (crius and its
+//! shim built in the same target dir).
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -61,7 +68,7 @@ impl Setup {
         let images = push_test_images(&reg).await.context("push images")?;
         opts.network = Some((net.clone(), conflist));
         let ep = start(kind, &reg, &images, opts).await?;
-        let base = net.snapshot(&ep.netns_dir());
+        let base = ep.net_snapshot();
         let footprint = Footprint::take(&ep).await?;
         Ok(Setup {
             _reg: reg,
@@ -78,7 +85,12 @@ impl Setup {
         let label = self.ep.kind.label();
         let diff = self
             .net
-            .settled(&self.ep.netns_dir(), &self.base, Duration::from_secs(5))
+            .settled(
+                &self.ep.netns_dir(),
+                &self.ep.cni_cache(),
+                &self.base,
+                Duration::from_secs(5),
+            )
             .await;
         assert!(
             diff.is_empty(),
@@ -235,16 +247,17 @@ async fn pods_reach_each_other(kind: Kind, cni_version: &str) {
         pods.push((name, id, ctr, ip));
     }
     assert_ne!(pods[0].3, pods[1].3, "two pods, two addresses");
-    // What the leak checks look for is there while the pods run: one netns pin, one veth
-    // on the bridge and one address allocated per pod.
-    let during = s.net.snapshot(&ep.netns_dir());
+    // What the leak checks look for is there while the pods run: one netns pin, one cached
+    // result, one veth on the bridge and one address allocated per pod.
+    let during = ep.net_snapshot();
     assert_eq!(
         (
             during.netns.len(),
+            during.results.len(),
             during.bridge_ports.len(),
             during.allocations.len()
         ),
-        (2, 2, 2),
+        (2, 2, 2, 2),
         "{}: {during:#?}",
         kind.label()
     );
@@ -283,6 +296,17 @@ async fn pods_reach_each_other_crius() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_reach_each_other_containerd() {
     pods_reach_each_other(CONTAINERD, "1.0.0").await
+}
+
+/// The same at CNI 0.4.0, whose results differ in form (`ips` entries carry `version`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_reach_each_other_cni_0_4_0_crius() {
+    pods_reach_each_other(CRIUS, "0.4.0").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_reach_each_other_cni_0_4_0_containerd() {
+    pods_reach_each_other(CONTAINERD, "0.4.0").await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -326,7 +350,7 @@ async fn host_port(kind: Kind) {
         });
     assert_eq!(body.trim(), format!("via-{}", kind.label()));
     // portmap's rules for this pod name the network.
-    let during = s.net.snapshot(&ep.netns_dir());
+    let during = ep.net_snapshot();
     assert!(
         during
             .iptables
@@ -462,7 +486,7 @@ async fn dns_and_host_network(kind: Kind) {
         // the node's.
         assert_eq!(ip, "", "{label}: host-network pod IP");
     }
-    let during = s.net.snapshot(&ep.netns_dir());
+    let during = ep.net_snapshot();
     assert!(
         during.allocations.is_empty() && during.bridge_ports.is_empty(),
         "{label}: a host-network pod went through CNI: {during:#?}"
@@ -645,7 +669,7 @@ async fn missing_plugin(kind: Kind) {
             listed.len() == 1 && listed[0].state == PodSandboxState::SandboxNotready as i32,
             "{label}: {listed:?}"
         );
-        let kept = s.net.snapshot(&ep.netns_dir());
+        let kept = ep.net_snapshot();
         assert!(
             kept.allocations.len() == 1 && kept.bridge_ports.len() == 1 && kept.netns.len() == 1,
             "{label}: what containerd keeps: {kept:#?}"
@@ -685,26 +709,90 @@ async fn missing_plugin_containerd() {
     missing_plugin(CONTAINERD).await
 }
 
-/// A plugin dir holding `crius-test-hang`: ADD writes its pid to `<dir>/hang.pid` and sleeps
-/// for an hour (exec'd, so the pid is the sleeping process); DEL and the rest succeed at
-/// once, as there is nothing to undo.
-fn hang_plugin_dir(net: &TestNetwork) -> anyhow::Result<std::path::PathBuf> {
+/// A plugin dir (under the network's scratch dir) holding a shell plugin `name` that runs
+/// `add` on ADD and succeeds at once on anything else (DEL has nothing to undo).
+fn script_plugin(net: &TestNetwork, name: &str, add: &str) -> anyhow::Result<std::path::PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let dir = net.scratch().join("plugins");
     std::fs::create_dir_all(&dir)?;
-    let script = dir.join("crius-test-hang");
+    let script = dir.join(name);
     std::fs::write(
         &script,
         format!(
             "#!/bin/sh\ncase \"$CNI_COMMAND\" in\n\
-             ADD) echo $$ > {pid}; exec sleep 3600 ;;\n\
+             ADD) {add} ;;\n\
              VERSION) echo '{{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[\"0.3.1\",\"0.4.0\",\"1.0.0\"]}}' ;;\n\
-             esac\nexit 0\n",
-            pid = dir.join("hang.pid").display()
+             esac\nexit 0\n"
         ),
     )?;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
     Ok(dir)
+}
+
+/// `crius-test-hang`: ADD writes its pid to `<dir>/hang.pid` and sleeps for an hour
+/// (exec'd, so the pid is the sleeping process).
+fn hang_plugin_dir(net: &TestNetwork) -> anyhow::Result<std::path::PathBuf> {
+    let pid = net.scratch().join("plugins/hang.pid");
+    script_plugin(
+        net,
+        "crius-test-hang",
+        &format!("echo $$ > {}; exec sleep 3600", pid.display()),
+    )
+}
+
+/// A plugin whose ADD fails the CNI way (an error object on stdout, exit 1), chained
+/// after the bridge: RunPodSandbox fails with the plugin's message, and the DEL that
+/// follows gives back what the bridge made.
+async fn failing_plugin(kind: Kind) {
+    let net = Arc::new(TestNetwork::new().expect("network"));
+    let plugins = script_plugin(
+        &net,
+        "crius-test-fail",
+        r#"echo '{"cniVersion":"1.0.0","code":11,"msg":"no address for you"}'; exit 1"#,
+    )
+    .expect("plugin dir");
+    let conflist = Conflist::new("1.0.0").chain(serde_json::json!({"type": "crius-test-fail"}));
+    let s = Setup::on(
+        kind,
+        net,
+        conflist,
+        EndpointOptions {
+            cni_bin_dirs: vec![plugins, "/usr/lib/cni".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("setup");
+    let ep = &s.ep;
+    let label = kind.label();
+    let cfg = ep.pod_config("fail");
+    let r = tokio::time::timeout(Duration::from_secs(60), ep.run_pod(&cfg))
+        .await
+        .expect("RunPodSandbox hung");
+    let e = match r {
+        Ok(id) => {
+            ep.teardown(&id).await;
+            panic!("{label}: RunPodSandbox succeeded with a failing plugin");
+        }
+        Err(e) => e,
+    };
+    assert!(
+        e.message().contains("no address for you") && e.message().contains("crius-test-fail"),
+        "{label}: the plugin and its message: {e:?}"
+    );
+    let listed = ep.client().list_pods(None).await.expect("list");
+    assert!(listed.is_empty(), "{label}: failed pod listed: {listed:?}");
+    s.assert_clean("a failing plugin").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_plugin_crius() {
+    failing_plugin(CRIUS).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_plugin_containerd() {
+    failing_plugin(CONTAINERD).await
 }
 
 /// crius kills a plugin that outlives `plugin_timeout_secs` and fails the pod, naming it.
@@ -907,53 +995,345 @@ async fn no_leaks_containerd() {
 
 /// crius is killed with -9 while ten pods at a time come and go; after the restart every
 /// pod still listed is removed, and the network is as it was: what was in flight (a netns
-/// pinned, an ADD done, not yet recorded) is cleaned up too. Then more cycles run on the
+/// pinned, an ADD done, not yet recorded, a cache entry half-written) is cleaned up too.
+/// Three rounds, each killed at a slightly different moment; then more cycles run on the
 /// restarted daemon.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_leaks_across_kill9_crius() {
     let mut s = Setup::new(CRIUS, Conflist::new("1.0.0"), Default::default())
         .await
         .expect("setup");
-    let done = Arc::new(AtomicUsize::new(0));
-    let ep = &s.ep;
-    let killer = async {
-        let reached = poll(Duration::from_secs(120), || async {
-            (done.load(Ordering::SeqCst) >= 100).then_some(())
-        })
-        .await;
-        reached.is_some()
-    };
-    let (r, reached) = tokio::join!(cycles(ep, &s.net, 300, 10, done.clone(), true), async {
-        let reached = killer.await;
-        if let Some(pid) = reached.then(|| ep.pid()) {
-            crius_integration::host::kill(pid, libc::SIGKILL);
+    for round in 0..3u64 {
+        let done = Arc::new(AtomicUsize::new(0));
+        let ep = &s.ep;
+        let kill = async {
+            let reached = poll(Duration::from_secs(120), || async {
+                (done.load(Ordering::SeqCst) >= 60).then_some(())
+            })
+            .await;
+            tokio::time::sleep(Duration::from_millis(17 * round)).await;
+            if reached.is_some() {
+                crius_integration::host::kill(ep.pid(), libc::SIGKILL);
+            }
+            reached.is_some()
+        };
+        let (r, reached) = tokio::join!(cycles(ep, &s.net, 100, 10, done.clone(), true), kill);
+        assert!(reached, "round {round}: 60 cycles before the kill");
+        r.expect("cycles tolerate the kill");
+        let d = s.ep.crius().expect("crius");
+        d.restart().expect("restart");
+        s.ep.client = crius_integration::cri::CriClient::connect(&s.ep.socket())
+            .await
+            .expect("reconnect");
+        let ep = &s.ep;
+        let mut c = ep.client();
+        let listed = c.list_pods(None).await.expect("list");
+        for p in &listed {
+            c.stop_pod(&p.id)
+                .await
+                .unwrap_or_else(|e| panic!("stop {} after restart: {e}\n{}", p.id, ep.log_tail()));
+            c.remove_pod(&p.id).await.unwrap_or_else(|e| {
+                panic!("remove {} after restart: {e}\n{}", p.id, ep.log_tail())
+            });
         }
-        reached
-    });
-    assert!(reached, "100 cycles before the kill");
-    r.expect("cycles tolerate the kill");
-    eprintln!("killed after {} cycles", done.load(Ordering::SeqCst));
-    let d = s.ep.crius().expect("crius");
-    d.restart().expect("restart");
-    s.ep.client = crius_integration::cri::CriClient::connect(&s.ep.socket())
-        .await
-        .expect("reconnect");
-    let ep = &s.ep;
-    let mut c = ep.client();
-    let listed = c.list_pods(None).await.expect("list");
-    for p in &listed {
-        c.stop_pod(&p.id)
-            .await
-            .unwrap_or_else(|e| panic!("stop {} after restart: {e}\n{}", p.id, ep.log_tail()));
-        c.remove_pod(&p.id)
-            .await
-            .unwrap_or_else(|e| panic!("remove {} after restart: {e}\n{}", p.id, ep.log_tail()));
+        eprintln!(
+            "round {round}: killed after {} cycles, {} pods listed after the restart",
+            done.load(Ordering::SeqCst),
+            listed.len()
+        );
+        s.assert_clean(&format!("kill -9 mid-cycles (round {round}) and cleanup"))
+            .await;
     }
-    eprintln!("{} pods listed after the restart", listed.len());
-    s.assert_clean("kill -9 mid-cycles and cleanup").await;
     let more = Arc::new(AtomicUsize::new(0));
     cycles(&s.ep, &s.net, 50, 10, more, false)
         .await
         .unwrap_or_else(|e| panic!("cycles after restart: {e:#}\n{}", s.ep.log_tail()));
-    s.assert_clean("cycles after the restart").await;
+    s.assert_clean("cycles after the restarts").await;
+}
+
+// ---------------------------------------------------------------------------------------
+// What the runtime hands the plugins.
+
+/// A plugin dir holding `crius-test-record`: it saves its environment and stdin as
+/// `<dir>/<COMMAND>.<n>.env` / `.json` (n counting calls of that command from 0), then
+/// execs the real loopback plugin on the same stdin (which passes the previous result
+/// through, as a chained plugin must).
+fn record_plugin_dir(net: &TestNetwork) -> anyhow::Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = net.scratch().join("record");
+    std::fs::create_dir_all(&dir)?;
+    let script = dir.join("crius-test-record");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nd={dir}\ni=0\n\
+             while [ -e \"$d/$CNI_COMMAND.$i.env\" ]; do i=$((i+1)); done\n\
+             env > \"$d/$CNI_COMMAND.$i.env\"\ncat > \"$d/$CNI_COMMAND.$i.json\"\n\
+             exec /usr/lib/cni/loopback < \"$d/$CNI_COMMAND.$i.json\"\n",
+            dir = dir.display()
+        ),
+    )?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    Ok(dir)
+}
+
+/// `value` with every object key lowercased (go-cni sends Go field names).
+fn lower_keys(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(o) => o
+            .iter()
+            .map(|(k, v)| (k.to_lowercase(), lower_keys(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+        serde_json::Value::Array(a) => a.iter().map(lower_keys).collect(),
+        v => v.clone(),
+    }
+}
+
+/// `KEY=VALUE` lines as a map.
+fn env_map(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// `CNI_ARGS` (`K=V;K=V`) as a map.
+fn cni_args(
+    env: &std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeMap<String, String> {
+    env.get("CNI_ARGS")
+        .map(|a| {
+            a.split(';')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What one runtime passed to the recording plugin on ADD and DEL.
+#[derive(Debug)]
+struct Recorded {
+    add_env: std::collections::BTreeMap<String, String>,
+    add: serde_json::Value,
+    del_env: std::collections::BTreeMap<String, String>,
+}
+
+async fn plugin_inputs(kind: Kind) -> Recorded {
+    let net = Arc::new(TestNetwork::new().expect("network"));
+    let dir = record_plugin_dir(&net).expect("plugin dir");
+    let conflist = Conflist::new("1.0.0").chain(serde_json::json!({
+        "type": "crius-test-record",
+        "capabilities": {"portMappings": true, "bandwidth": true, "dns": true},
+    }));
+    let s = Setup::on(
+        kind,
+        net,
+        conflist,
+        EndpointOptions {
+            cni_bin_dirs: vec![dir.clone(), "/usr/lib/cni".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("setup");
+    let ep = &s.ep;
+    let label = kind.label();
+    let mut cfg = ep.pod_config("record");
+    // A mapping no portmap plugin acts on here: only what the runtime passes is looked at.
+    cfg.port_mappings = vec![cri::PortMapping {
+        protocol: cri::Protocol::Tcp as i32,
+        container_port: 80,
+        host_port: 18181,
+        host_ip: String::new(),
+    }];
+    cfg.dns_config = Some(cri::DnsConfig {
+        servers: vec!["198.51.100.53".into()],
+        searches: vec!["svc.example".into()],
+        options: vec!["ndots:2".into()],
+    });
+    cfg.annotations
+        .insert("kubernetes.io/ingress-bandwidth".into(), "1M".into());
+    cfg.annotations
+        .insert("kubernetes.io/egress-bandwidth".into(), "2M".into());
+    let id = run_pod(ep, &cfg).await.expect("run pod");
+    let (ip, _) = pod_ips(ep, &id).await.expect("status");
+    assert!(
+        s.net.contains(&ip),
+        "{label}: {ip:?} (the recorder passed the result on)"
+    );
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    let add_env = env_map(&read("ADD.0.env"));
+    let add: serde_json::Value = serde_json::from_str(&read("ADD.0.json"))
+        .unwrap_or_else(|e| panic!("{label}: ADD stdin: {e}"));
+    // The netns ADD ran in is the pod's pin.
+    let netns = add_env.get("CNI_NETNS").cloned().unwrap_or_default();
+    assert!(
+        std::path::Path::new(&netns).starts_with(ep.netns_dir()),
+        "{label}: CNI_NETNS {netns:?} under {}",
+        ep.netns_dir().display()
+    );
+    ep.teardown(&id).await;
+    let del_env = env_map(&read("DEL.0.env"));
+    let del: serde_json::Value = serde_json::from_str(&read("DEL.0.json"))
+        .unwrap_or_else(|e| panic!("{label}: DEL stdin: {e}"));
+    s.assert_clean("a recorded pod").await;
+
+    // Both runtimes agree on these.
+    let meta = cfg.metadata.clone().unwrap_or_default();
+    for (what, env) in [("ADD", &add_env), ("DEL", &del_env)] {
+        assert_eq!(
+            env.get("CNI_COMMAND").map(String::as_str),
+            Some(what),
+            "{label}"
+        );
+        assert_eq!(env.get("CNI_CONTAINERID"), Some(&id), "{label} {what}");
+        assert_eq!(
+            env.get("CNI_IFNAME").map(String::as_str),
+            Some("eth0"),
+            "{label} {what}"
+        );
+        let args = cni_args(env);
+        assert_eq!(
+            args.get("K8S_POD_NAMESPACE"),
+            Some(&meta.namespace),
+            "{label} {what}: {args:?}"
+        );
+        assert_eq!(
+            args.get("K8S_POD_NAME"),
+            Some(&meta.name),
+            "{label} {what}: {args:?}"
+        );
+        assert_eq!(
+            args.get("K8S_POD_INFRA_CONTAINER_ID"),
+            Some(&id),
+            "{label} {what}: {args:?}"
+        );
+        assert_eq!(
+            args.get("K8S_POD_UID"),
+            Some(&meta.uid),
+            "{label} {what}: {args:?}"
+        );
+    }
+    assert_eq!(add["name"], s.net.name(), "{label}");
+    let prev_ips = add["prevResult"]["ips"].to_string();
+    assert!(
+        prev_ips.contains(&ip),
+        "{label}: the bridge's result is chained: {add}"
+    );
+    let rc = &add["runtimeConfig"];
+    assert_eq!(
+        del["runtimeConfig"], *rc,
+        "{label}: DEL gets ADD's capability args"
+    );
+    assert_eq!(
+        lower_keys(&rc["portMappings"]),
+        lower_keys(
+            &serde_json::json!([{"hostPort": 18181, "containerPort": 80, "protocol": "tcp"}])
+        )
+        .as_array()
+        .map(|a| {
+            // containerd adds `"HostIP": ""`.
+            let mut m = a[0].clone();
+            if !kind.is_crius() {
+                m["hostip"] = "".into();
+            }
+            serde_json::json!([m])
+        })
+        .unwrap_or_default(),
+        "{label}: {rc}"
+    );
+    assert_eq!(
+        lower_keys(&rc["dns"]),
+        serde_json::json!({"servers": ["198.51.100.53"], "searches": ["svc.example"], "options": ["ndots:2"]}),
+        "{label}: {rc}"
+    );
+    let bw = lower_keys(&rc["bandwidth"]);
+    assert_eq!(
+        (&bw["ingressrate"], &bw["egressrate"]),
+        (&1_000_000.into(), &2_000_000.into()),
+        "{label}: {rc}"
+    );
+    if kind.is_crius() {
+        // The CNI conventions' key names exactly (plugins not written in Go match them
+        // case-sensitively); containerd 1.6 (go-cni) sends Go field names ("HostPort",
+        // "IngressRate", …), which Go plugins accept as they parse JSON case-insensitively.
+        assert_eq!(
+            rc["portMappings"],
+            serde_json::json!([{"hostPort": 18181, "containerPort": 80, "protocol": "tcp"}]),
+            "{label}"
+        );
+        assert_eq!(
+            rc["dns"],
+            serde_json::json!({"servers": ["198.51.100.53"], "searches": ["svc.example"], "options": ["ndots:2"]}),
+            "{label}"
+        );
+        // Kubernetes annotations have no burst; the bandwidth plugin wants one with a rate.
+        // crius gives the kubelet's old kubenet value (MaxInt32), containerd MaxUint32:
+        // both mean "no burst limit" in effect.
+        assert_eq!(
+            rc["bandwidth"],
+            serde_json::json!({"ingressRate": 1_000_000, "ingressBurst": i32::MAX,
+                               "egressRate": 2_000_000, "egressBurst": i32::MAX}),
+            "{label}"
+        );
+    } else {
+        assert_eq!(
+            (&bw["ingressburst"], &bw["egressburst"]),
+            (&u32::MAX.into(), &u32::MAX.into()),
+            "{label}: {rc}"
+        );
+    }
+    // DEL gets the cached ADD result (CNI ≥ 0.4.0).
+    assert!(
+        del["prevResult"]["ips"].to_string().contains(&ip),
+        "{label}: DEL carries the cached result: {del}"
+    );
+    Recorded {
+        add_env,
+        add,
+        del_env,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_inputs_crius_vs_containerd() {
+    let (ours, theirs) = tokio::join!(plugin_inputs(CRIUS), plugin_inputs(CONTAINERD));
+    // The same capability args, up to key case and what each asserted above (containerd's
+    // empty HostIP, the burst values).
+    let comparable = |r: &Recorded| {
+        let mut rc = lower_keys(&r.add["runtimeConfig"]);
+        if let Some(m) = rc["portmappings"]
+            .get_mut(0)
+            .and_then(|m| m.as_object_mut())
+        {
+            m.remove("hostip");
+        }
+        if let Some(b) = rc["bandwidth"].as_object_mut() {
+            b.remove("ingressburst");
+            b.remove("egressburst");
+        }
+        rc
+    };
+    assert_eq!(
+        comparable(&ours),
+        comparable(&theirs),
+        "runtimeConfig differs"
+    );
+    let keys = |r: &Recorded| -> (BTreeSet<String>, BTreeSet<String>) {
+        (
+            cni_args(&r.add_env).into_keys().collect(),
+            cni_args(&r.del_env).into_keys().collect(),
+        )
+    };
+    assert_eq!(keys(&ours), keys(&theirs), "CNI_ARGS keys differ");
+    let cni_env = |r: &Recorded| -> BTreeSet<String> {
+        r.add_env
+            .keys()
+            .filter(|k| k.starts_with("CNI_"))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(cni_env(&ours), cni_env(&theirs), "CNI_* variables differ");
 }
