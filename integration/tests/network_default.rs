@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use crius_integration::cri::{CniConfigs, CriClient, Daemon, DaemonOptions};
-use crius_integration::net::{Conflist, TestNetwork};
+use crius_integration::net::{Conflist, ResultCache, TestNetwork};
 use crius_integration::pod::poll;
 use crius_proto::cri;
 
@@ -71,7 +71,8 @@ async fn scenario(net: &TestNetwork) -> anyhow::Result<()> {
         ..Default::default()
     })?;
     let netns_dir = d.dir().join("state").join("netns");
-    let before = net.snapshot(&netns_dir);
+    let results = ResultCache::Own(d.dir().join("root").join("cni").join("results"));
+    let before = net.snapshot(&netns_dir, &results);
     let mut c = CriClient::connect(&d.socket).await?;
 
     let cond = network_condition(&mut c).await?;
@@ -113,7 +114,7 @@ async fn scenario(net: &TestNetwork) -> anyhow::Result<()> {
     c.stop_pod(&id).await?;
     assert_eq!(pod_ip(&mut c, &id).await?, "", "a stopped pod has no IP");
     c.remove_pod(&id).await?;
-    let after = net.snapshot(&netns_dir);
+    let after = net.snapshot(&netns_dir, &results);
     let diff = before.diff(&after);
     assert!(diff.is_empty(), "the default network left: {diff:?}");
 
@@ -134,12 +135,12 @@ async fn scenario(net: &TestNetwork) -> anyhow::Result<()> {
     })
     .await;
     assert!(switched.is_some(), "the user's conflist was not picked up");
-    let user_before = user.snapshot(&netns_dir);
+    let user_before = user.snapshot(&netns_dir, &results);
     let id = c.run_pod(&pod("user"), "").await?;
     let ip = pod_ip(&mut c, &id).await?;
     assert!(user.contains(&ip), "pod IP {ip:?} not in {}", user.subnet());
     c.stop_pod(&id).await?;
     c.remove_pod(&id).await?;
-    assert!(user_before.diff(&user.snapshot(&netns_dir)).is_empty());
+    assert!(user_before.diff(&user.snapshot(&netns_dir, &results)).is_empty());
     Ok(())
 }

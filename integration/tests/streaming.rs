@@ -60,7 +60,12 @@ async fn outputs_and_exit_codes(kind: Kind, protocols: &[&str]) {
         assert_eq!(&s.protocol, proto);
         assert_eq!(s.stdout, b"out\n", "{proto}");
         assert_eq!(s.stderr, b"err\n", "{proto}");
-        assert_eq!(s.exit_code(), Some(0), "{proto}: {:?}", String::from_utf8_lossy(&s.error));
+        assert_eq!(
+            s.exit_code(),
+            Some(0),
+            "{proto}: {:?}",
+            String::from_utf8_lossy(&s.error)
+        );
 
         let url = exec_url(&ep, &id, &sh("exit 7"), false, false)
             .await
@@ -97,7 +102,11 @@ async fn outputs_and_exit_codes_crius() {
 async fn outputs_and_exit_codes_containerd() {
     outputs_and_exit_codes(
         Kind::Containerd,
-        &["v4.channel.k8s.io", "channel.k8s.io", "base64.channel.k8s.io"],
+        &[
+            "v4.channel.k8s.io",
+            "channel.k8s.io",
+            "base64.channel.k8s.io",
+        ],
     )
     .await;
 }
@@ -107,7 +116,9 @@ async fn outputs_and_exit_codes_containerd() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdin_tty_and_tokens_crius() {
     let (_reg, ep, pod_id, id) = sleeper(Kind::Crius("runc")).await.expect("pod");
-    let data: Vec<u8> = (0..10_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let data: Vec<u8> = (0..10_000_000u32)
+        .map(|i| (i * 7 + i / 251) as u8)
+        .collect();
     let url = exec_url(&ep, &id, &["cat".to_string()], false, true)
         .await
         .expect("url");
@@ -155,12 +166,21 @@ async fn stdin_tty_and_tokens_crius() {
     // 50 sessions at once.
     let mut set = tokio::task::JoinSet::new();
     for i in 0..50 {
-        let url = exec_url(&ep, &id, &sh(&format!("echo {i}; exit {}", i % 4)), false, false)
-            .await
-            .expect("url");
+        let url = exec_url(
+            &ep,
+            &id,
+            &sh(&format!("echo {i}; exit {}", i % 4)),
+            false,
+            false,
+        )
+        .await
+        .expect("url");
         set.spawn(async move {
             let s = streaming::exec(&url, &["v4.channel.k8s.io"], Input::default(), T).await?;
-            anyhow::ensure!(s.stdout == format!("{i}\n").into_bytes(), "session {i}: {s:?}");
+            anyhow::ensure!(
+                s.stdout == format!("{i}\n").into_bytes(),
+                "session {i}: {s:?}"
+            );
             anyhow::ensure!(s.exit_code() == Some(i % 4), "session {i}: {s:?}");
             anyhow::Ok(())
         });

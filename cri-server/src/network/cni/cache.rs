@@ -67,11 +67,25 @@ impl Cache {
         }
     }
 
-    /// Removes `id`'s entry; absent is fine.
+    /// Removes `id`'s entry (and a temp file a crash left of it); absent is fine.
     pub async fn remove(&self, id: &str) -> std::io::Result<()> {
-        match tokio::fs::remove_file(self.path(id)).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        for p in [self.dir.join(format!(".{id}.tmp")), self.path(id)] {
+            match tokio::fs::remove_file(&p).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the temp files of writes a crash interrupted (before their rename, so the
+    /// entry they were to replace, if any, is still whole).
+    pub fn sweep_temp(&self) {
+        for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(e.path());
+            }
         }
     }
 
@@ -119,5 +133,13 @@ mod tests {
         cache.remove("a").await.expect("remove");
         cache.remove("a").await.expect("remove again");
         assert!(cache.get("a").await.is_none());
+        // A crash between the temp write and the rename leaves a temp file: swept.
+        std::fs::write(cache.dir().join(".b.tmp"), b"{").expect("write");
+        cache.sweep_temp();
+        assert_eq!(
+            std::fs::read_dir(cache.dir()).expect("readdir").count(),
+            0,
+            "temp file left"
+        );
     }
 }

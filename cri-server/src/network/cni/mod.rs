@@ -210,6 +210,7 @@ impl Cni {
             }),
             pod_cidrs: RwLock::new(Vec::new()),
         };
+        cni.cache.sweep_temp();
         cni.reload();
         cni
     }
