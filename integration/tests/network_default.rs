@@ -141,6 +141,8 @@ async fn scenario(net: &TestNetwork) -> anyhow::Result<()> {
     assert!(user.contains(&ip), "pod IP {ip:?} not in {}", user.subnet());
     c.stop_pod(&id).await?;
     c.remove_pod(&id).await?;
-    assert!(user_before.diff(&user.snapshot(&netns_dir, &results)).is_empty());
+    assert!(user_before
+        .diff(&user.snapshot(&netns_dir, &results))
+        .is_empty());
     Ok(())
 }
