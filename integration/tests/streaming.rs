@@ -190,3 +190,90 @@ async fn stdin_tty_and_tokens_crius() {
     }
     ep.teardown(&pod_id).await;
 }
+
+/// Attach to a container's own stdio: input reaches its stdin, its output comes back
+/// (from its log), with and without a terminal; the session ends when it exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_crius() {
+    let reg = Registry::start(Default::default()).expect("registry");
+    let images = push_test_images(&reg).await.expect("images");
+    let ep = Endpoint::start(Kind::Crius("runc"), &reg, &images)
+        .await
+        .expect("endpoint");
+    let pod = ep.pod_config("attach");
+    let pod_id = ep.run_pod(&pod).await.expect("pod");
+    for tty in [false, true] {
+        let mut ctr = container_config(
+            &format!("reader-{tty}"),
+            &images.busybox,
+            &["sh", "-c", "read l; echo got:$l; echo bye >&2"],
+        );
+        ctr.stdin = true;
+        ctr.stdin_once = true;
+        ctr.tty = tty;
+        let id = ep
+            .run_container(&pod_id, &pod, &ctr)
+            .await
+            .expect("container");
+        let mut c = ep.client();
+        let url = c
+            .runtime
+            .attach(cri::AttachRequest {
+                container_id: id.clone(),
+                stdin: true,
+                tty,
+                stdout: true,
+                stderr: !tty,
+            })
+            .await
+            .expect("attach")
+            .into_inner()
+            .url;
+        let s = streaming::exec(
+            &url,
+            &["v5.channel.k8s.io"],
+            Input {
+                stdin: Some(b"hello\n".to_vec()),
+                delay: Duration::from_millis(300),
+                ..Default::default()
+            },
+            T,
+        )
+        .await
+        .expect("attach session");
+        let out = String::from_utf8_lossy(&s.stdout);
+        assert!(out.contains("got:hello"), "tty={tty}: stdout {out:?}");
+        if tty {
+            // One terminal: stderr comes through it.
+            assert!(out.contains("bye"), "tty: {out:?}");
+        } else {
+            assert_eq!(String::from_utf8_lossy(&s.stderr), "bye\n");
+        }
+        assert_eq!(
+            s.exit_code(),
+            Some(0),
+            "{:?}",
+            String::from_utf8_lossy(&s.error)
+        );
+    }
+    // A container without stdin refuses an attach that asks for it.
+    let ctr = container_config("no-stdin", &images.busybox, &["sleep", "1000"]);
+    let id = ep
+        .run_container(&pod_id, &pod, &ctr)
+        .await
+        .expect("container");
+    let err = ep
+        .client()
+        .runtime
+        .attach(cri::AttachRequest {
+            container_id: id,
+            stdin: true,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .expect_err("no stdin");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    ep.teardown(&pod_id).await;
+}

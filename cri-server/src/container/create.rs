@@ -194,6 +194,14 @@ impl Pods {
             };
             (out.display().to_string(), err)
         };
+        let stdin = if rec.config.stdin {
+            let path = self.cfg.dirs.bundle(&id).join("stdin");
+            let pipe = super::attach::StdinPipe::make(&path)?;
+            lock(&self.stdin_pipes).insert(id.clone(), pipe);
+            path.display().to_string()
+        } else {
+            String::new()
+        };
         tracing::debug!(container = %id, %stdout, "creating task");
         rec.pid = client
             .create(CreateTask {
@@ -201,7 +209,7 @@ impl Pods {
                 bundle,
                 rootfs: Vec::new(),
                 terminal: rec.config.tty,
-                stdin: String::new(),
+                stdin,
                 stdout,
                 stderr,
                 options: shim::runc_options(&handler),

@@ -1,5 +1,6 @@
 //! Containers of a pod: create, start, stop, remove, status, logs.
 
+pub mod attach;
 pub mod config;
 mod create;
 pub mod exec;

@@ -32,6 +32,7 @@ impl Pods {
         };
         self.delete_task(id, &rec.sandbox_id).await;
         self.finish_log_pipe(id).await;
+        lock(&self.stdin_pipes).remove(id);
         self.remove_task_dirs(id).await?;
         self.store.update(|t| {
             if t.get::<String>(NAMES, &rec.name)?.as_deref() == Some(id) {

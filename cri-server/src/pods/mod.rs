@@ -112,6 +112,9 @@ pub struct Pods {
     pub(crate) locks: KeyedLocks,
     /// CRI log drains of containers whose shim does not write logs itself.
     pub(crate) log_pipes: Mutex<HashMap<String, Arc<LogPipe>>>,
+    /// Write ends of the stdin fifos of containers created with `stdin`, which attach
+    /// sessions write to (`None` once closed by a `stdin_once` detach).
+    pub(crate) stdin_pipes: Mutex<HashMap<String, crate::container::attach::StdinPipe>>,
     pub(crate) events: broadcast::Sender<ContainerEvent>,
 }
 
@@ -153,6 +156,7 @@ impl Pods {
             shims: Mutex::new(HashMap::new()),
             locks: KeyedLocks::default(),
             log_pipes: Mutex::new(HashMap::new()),
+            stdin_pipes: Mutex::new(HashMap::new()),
             events,
         }))
     }

@@ -121,6 +121,15 @@ impl Pods {
                     })?;
                 }
                 self.reattach_log(&c.id, &c.sandbox_id, &c.log_path).await;
+                if c.config.stdin {
+                    let path = self.cfg.dirs.bundle(id).join("stdin");
+                    match crate::container::attach::StdinPipe::open(&path) {
+                        Ok(pipe) => {
+                            lock(&self.stdin_pipes).insert(id.to_string(), pipe);
+                        }
+                        Err(e) => tracing::warn!(container = id, error = %e, "re-opening stdin"),
+                    }
+                }
             }
             None => {
                 self.update_container(id, |r| {

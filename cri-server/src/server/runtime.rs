@@ -386,8 +386,33 @@ impl RuntimeService for Runtime {
         Ok(Response::new(cri::ExecResponse { url }))
     }
 
-    async fn attach(&self, _r: Request<cri::AttachRequest>) -> R<cri::AttachResponse> {
-        Err(unimplemented("Attach"))
+    async fn attach(&self, r: Request<cri::AttachRequest>) -> R<cri::AttachResponse> {
+        let r = r.into_inner();
+        if !(r.stdin || r.stdout || r.stderr) {
+            return Err(Status::invalid_argument(
+                "one of stdin, stdout or stderr must be true",
+            ));
+        }
+        let want = crate::container::attach::AttachStreams {
+            stdin: r.stdin,
+            stdout: r.stdout,
+            stderr: r.stderr,
+        };
+        let target = self
+            .pods
+            .attach_target(&r.container_id, want)
+            .map_err(to_status)?;
+        let url = self
+            .streaming
+            .url(crate::streaming::Request::Attach {
+                container: target.id,
+                tty: r.tty,
+                stdin: r.stdin,
+                stdout: r.stdout,
+                stderr: r.stderr && !r.tty,
+            })
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(cri::AttachResponse { url }))
     }
 
     async fn port_forward(

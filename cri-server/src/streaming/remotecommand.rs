@@ -148,6 +148,48 @@ pub async fn exec(
     }
 }
 
+/// Attaches the client's streams to a running container: its log followed to the
+/// client until the container stops, the client's input to its stdin, resizes to its
+/// terminal. Ends with success when the container stops (attach reports no exit code) or
+/// when the client goes away.
+pub async fn attach(
+    pods: &Arc<Pods>,
+    target: crate::container::attach::AttachTarget,
+    client: ClientStreams,
+) -> Outcome {
+    let id = target.id.clone();
+    let running = {
+        let pods = pods.clone();
+        let id = id.clone();
+        move || pods.is_running(&id)
+    };
+    let stderr = if target.tty { None } else { client.stderr };
+    let follow =
+        crate::container::attach::follow_log(&target.log_path, client.stdout, stderr, running);
+    let input = async {
+        if let Some(stdin) = client.stdin {
+            target.feed_stdin(stdin).await;
+        }
+        std::future::pending::<()>().await
+    };
+    let resizes = async {
+        if let Some(mut sizes) = client.resize {
+            while let Some(s) = sizes.recv().await {
+                let (w, h) = (u32::from(s.width), u32::from(s.height));
+                if let Err(e) = pods.resize_container(&id, w, h).await {
+                    tracing::debug!(error = %e, "resizing attached terminal");
+                }
+            }
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        () = follow => Outcome::Exited(0),
+        () = input => unreachable!("input never ends the session"),
+        () = resizes => unreachable!("resizes never end the session"),
+    }
+}
+
 /// Copies a process's output to the client until EOF, then half-closes the client's side.
 async fn copy_out(from: Option<tokio::net::unix::pipe::Receiver>, to: Option<ClientWrite>) {
     if let (Some(mut from), Some(mut to)) = (from, to) {

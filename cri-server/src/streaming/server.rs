@@ -136,10 +136,36 @@ fn websocket_upgrade(
             },
             SessionKind::Exec { container, cmd },
         ),
-        Request::Attach { .. } | Request::PortForward { .. } => {
+        Request::Attach {
+            container,
+            tty,
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            let want = crate::container::attach::AttachStreams {
+                stdin,
+                stdout,
+                stderr,
+            };
+            let target = match streaming.pods().attach_target(&container, want) {
+                Ok(t) => t,
+                Err(e) => return reply(StatusCode::BAD_REQUEST, &format!("{e}\n")),
+            };
+            (
+                Channels {
+                    stdin: target.stdin.is_some(),
+                    stdout,
+                    stderr,
+                    tty,
+                },
+                SessionKind::Attach(target),
+            )
+        }
+        Request::PortForward { .. } => {
             return reply(
                 StatusCode::NOT_IMPLEMENTED,
-                "attach and port-forward over WebSocket are not served yet\n",
+                "port-forward over WebSocket is not served yet (use SPDY)\n",
             )
         }
     };
@@ -158,6 +184,7 @@ fn websocket_upgrade(
                 SessionKind::Exec { container, cmd } => {
                     remotecommand::exec(&pods, &container, cmd, client).await
                 }
+                SessionKind::Attach(target) => remotecommand::attach(&pods, target, client).await,
             }
         })
         .await;
@@ -179,4 +206,5 @@ fn websocket_upgrade(
 /// What a session runs once its streams are up.
 enum SessionKind {
     Exec { container: String, cmd: Vec<String> },
+    Attach(crate::container::attach::AttachTarget),
 }

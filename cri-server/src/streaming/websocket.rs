@@ -204,8 +204,16 @@ where
     }
     drop(out_tx);
     let _ = writer.await;
-    reader.abort();
+    // The writer sent our Close: wait for the client's (its reader ends there) before the
+    // socket goes, or data it has not read yet could be lost to a reset.
+    let abort = reader.abort_handle();
+    if tokio::time::timeout(CLOSE_WAIT, reader).await.is_err() {
+        abort.abort();
+    }
 }
+
+/// How long a finished session waits for the client's Close.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Sends what is written to one output stream as messages on `channel`, until EOF.
 async fn pump(
