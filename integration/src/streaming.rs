@@ -203,3 +203,64 @@ pub async fn http_status(url: &str) -> anyhow::Result<u16> {
         .and_then(|c| c.parse().ok())
         .context("no status line")
 }
+
+/// What a one-port port-forward session returned.
+#[derive(Debug, Default, Clone)]
+pub struct Forwarded {
+    /// The port prefixes seen on the data and error channels.
+    pub prefixes: Vec<(u8, u16)>,
+    /// Data from the pod.
+    pub data: Vec<u8>,
+    /// Error channel text (after its port prefix).
+    pub error: Vec<u8>,
+}
+
+/// Opens a port-forward `url` over WebSocket (`v4.channel.k8s.io`), sends `request` on
+/// the first port's data channel and collects what comes back until the server closes.
+pub async fn port_forward(
+    url: &str,
+    request: &[u8],
+    timeout: Duration,
+) -> anyhow::Result<Forwarded> {
+    let (ws, _) = connect(url, &["v4.channel.k8s.io"]).await?;
+    let (mut sink, mut source) = ws.split();
+    let request = request.to_vec();
+    let run = async move {
+        let mut f = Forwarded::default();
+        let mut sent = false;
+        while let Some(msg) = source.next().await {
+            let (channel, data) = match msg? {
+                Message::Binary(b) => match b.split_first() {
+                    Some((&c, d)) => (c, d.to_vec()),
+                    None => continue,
+                },
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            let seen_prefix = f.prefixes.iter().any(|(c, _)| *c == channel);
+            if !seen_prefix && data.len() >= 2 {
+                f.prefixes
+                    .push((channel, u16::from_le_bytes([data[0], data[1]])));
+                let rest = &data[2..];
+                match channel {
+                    0 => f.data.extend_from_slice(rest),
+                    _ => f.error.extend_from_slice(rest),
+                }
+            } else {
+                match channel {
+                    0 => f.data.extend(data),
+                    _ => f.error.extend(data),
+                }
+            }
+            if !sent && f.prefixes.len() == 2 {
+                sent = true;
+                sink.send(Message::Binary([&[0u8][..], &request].concat().into()))
+                    .await?;
+            }
+        }
+        anyhow::Ok(f)
+    };
+    tokio::time::timeout(timeout, run)
+        .await
+        .context("the port-forward session did not end in time")?
+}

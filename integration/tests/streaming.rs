@@ -277,3 +277,68 @@ async fn attach_crius() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
     ep.teardown(&pod_id).await;
 }
+
+/// Port-forward to a busybox httpd inside the pod's network namespace; a closed port
+/// reports its error on the error channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_forward_crius() {
+    let reg = Registry::start(Default::default()).expect("registry");
+    let images = push_test_images(&reg).await.expect("images");
+    let ep = Endpoint::start(Kind::Crius("runc"), &reg, &images)
+        .await
+        .expect("endpoint");
+    let pod = ep.pod_config("pf");
+    let pod_id = ep.run_pod(&pod).await.expect("pod");
+    let ctr = container_config(
+        "web",
+        &images.busybox,
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /www && echo forwarded-ok > /www/index.html && exec httpd -f -p 80 -h /www",
+        ],
+    );
+    ep.run_container(&pod_id, &pod, &ctr).await.expect("web");
+    let url_for = |port: i32| {
+        let mut c = ep.client();
+        let pod_id = pod_id.clone();
+        async move {
+            c.runtime
+                .port_forward(cri::PortForwardRequest {
+                    pod_sandbox_id: pod_id,
+                    port: vec![port],
+                })
+                .await
+                .map(|r| r.into_inner().url)
+        }
+    };
+    let mut body = String::new();
+    for _ in 0..50 {
+        let url = url_for(80).await.expect("url");
+        let f = streaming::port_forward(&url, b"GET /index.html HTTP/1.0\r\n\r\n", T)
+            .await
+            .expect("forward");
+        assert_eq!(f.prefixes, vec![(0, 80), (1, 80)]);
+        body = String::from_utf8_lossy(&f.data).into_owned();
+        if body.contains("forwarded-ok") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await; // httpd still starting
+    }
+    assert!(
+        body.contains("200 OK") && body.contains("forwarded-ok"),
+        "{body:?}"
+    );
+
+    let url = url_for(81).await.expect("url");
+    let f = streaming::port_forward(&url, b"x", T)
+        .await
+        .expect("forward");
+    let err = String::from_utf8_lossy(&f.error);
+    assert!(err.contains("81"), "error channel: {err:?}");
+    assert!(f.data.is_empty());
+
+    let bad = url_for(70000).await.expect_err("not a port");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    ep.teardown(&pod_id).await;
+}

@@ -417,9 +417,41 @@ impl RuntimeService for Runtime {
 
     async fn port_forward(
         &self,
-        _r: Request<cri::PortForwardRequest>,
+        r: Request<cri::PortForwardRequest>,
     ) -> R<cri::PortForwardResponse> {
-        Err(unimplemented("PortForward"))
+        let r = r.into_inner();
+        let rec = self
+            .pods
+            .sandbox(&r.pod_sandbox_id)
+            .map_err(to_status)?
+            .ok_or_else(|| {
+                Status::not_found(format!("pod sandbox {:?} not found", r.pod_sandbox_id))
+            })?;
+        if rec.state != crate::sandbox::record::SandboxState::Ready {
+            return Err(Status::failed_precondition(format!(
+                "pod sandbox {} is not ready",
+                rec.id
+            )));
+        }
+        let mut ports = Vec::with_capacity(r.port.len());
+        for p in r.port {
+            match u16::try_from(p) {
+                Ok(p) if p > 0 => ports.push(p),
+                _ => {
+                    return Err(Status::invalid_argument(format!(
+                        "port: {p} is not a port number"
+                    )))
+                }
+            }
+        }
+        let url = self
+            .streaming
+            .url(crate::streaming::Request::PortForward {
+                sandbox: rec.id,
+                ports,
+            })
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
     async fn container_stats(

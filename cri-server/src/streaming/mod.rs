@@ -3,6 +3,7 @@
 //! then connects to it and speaks one of Kubernetes' stream protocols, over SPDY/3.1 or
 //! WebSocket, negotiated as client-go does.
 
+pub mod portforward;
 pub mod remotecommand;
 pub mod server;
 pub mod token;

@@ -78,6 +78,9 @@ fn handle(req: hyper::Request<Incoming>, streaming: Arc<Streaming>) -> Response<
         .unwrap_or("")
         .to_ascii_lowercase();
     if upgrade == "websocket" {
+        if let Request::PortForward { sandbox, ports } = request {
+            return websocket_port_forward(req, &sandbox, ports, streaming);
+        }
         return websocket_upgrade(req, request, streaming);
     }
     reply(
@@ -91,15 +94,7 @@ fn websocket_upgrade(
     request: Request,
     streaming: Arc<Streaming>,
 ) -> Response<String> {
-    let offered: Vec<String> = req
-        .headers()
-        .get_all(SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|p| p.trim().to_string())
-        .filter(|p| !p.is_empty())
-        .collect();
+    let offered = offered_protocols(&req);
     // No protocol offered: the original unversioned one, as the apiserver assumes.
     let proto = if offered.is_empty() {
         Some(WsProtocol::Channel)
@@ -164,8 +159,8 @@ fn websocket_upgrade(
         }
         Request::PortForward { .. } => {
             return reply(
-                StatusCode::NOT_IMPLEMENTED,
-                "port-forward over WebSocket is not served yet (use SPDY)\n",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "port-forward routed as exec\n",
             )
         }
     };
@@ -200,6 +195,99 @@ fn websocket_upgrade(
         SEC_WEBSOCKET_PROTOCOL,
         HeaderValue::from_static(proto.name()),
     );
+    r
+}
+
+/// The client's offered WebSocket subprotocols.
+fn offered_protocols(req: &hyper::Request<Incoming>) -> Vec<String> {
+    req.headers()
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// The `port` query parameters of a port-forward URL.
+fn query_ports(req: &hyper::Request<Incoming>) -> Result<Vec<u16>, String> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| *k == "port")
+        .map(|(_, v)| {
+            v.parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("port {v:?} is not a port number"))
+        })
+        .collect()
+}
+
+fn websocket_port_forward(
+    req: hyper::Request<Incoming>,
+    sandbox: &str,
+    allowed: Vec<u16>,
+    streaming: Arc<Streaming>,
+) -> Response<String> {
+    let offered = offered_protocols(&req);
+    let Some((proto, name)) = super::portforward::PfProtocol::negotiate(&offered) else {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            &format!("none of the offered protocols {offered:?} is a port-forward protocol\n"),
+        );
+    };
+    let ports = match query_ports(&req) {
+        Ok(p) if !p.is_empty() => p,
+        Ok(_) => allowed.clone(),
+        Err(e) => return reply(StatusCode::BAD_REQUEST, &format!("{e}\n")),
+    };
+    if ports.is_empty() {
+        return reply(StatusCode::BAD_REQUEST, "no port to forward\n");
+    }
+    if !allowed.is_empty() {
+        if let Some(p) = ports.iter().find(|p| !allowed.contains(p)) {
+            return reply(
+                StatusCode::FORBIDDEN,
+                &format!("port {p} was not in the PortForward request\n"),
+            );
+        }
+    }
+    let target = match streaming.pods().sandbox(sandbox) {
+        Ok(Some(rec)) => match rec.netns {
+            Some(pin) => super::portforward::Target::Netns(pin),
+            None => super::portforward::Target::Host,
+        },
+        _ => return reply(StatusCode::NOT_FOUND, "pod sandbox not found\n"),
+    };
+    let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY) else {
+        return reply(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing\n");
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    tokio::spawn(async move {
+        let upgraded = match hyper::upgrade::on(req).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket upgrade");
+                return;
+            }
+        };
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        super::portforward::serve(ws, proto, ports, target).await;
+    });
+    let mut r = reply(StatusCode::SWITCHING_PROTOCOLS, "");
+    let h = r.headers_mut();
+    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if !name.is_empty() {
+        h.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(name));
+    }
     r
 }
 
