@@ -364,6 +364,9 @@ pub struct DaemonOptions {
     pub cni: Vec<(String, String)>,
     /// The conf dir's initial contents.
     pub cni_configs: CniConfigs,
+    /// Other keys of the default config's tables (table, key, TOML value), e.g.
+    /// `("streaming", "token_ttl_secs", "1")`.
+    pub settings: Vec<(String, String, String)>,
 }
 
 impl Daemon {
@@ -389,6 +392,9 @@ impl Daemon {
         let no_default = [("default_network".to_string(), "false".to_string())];
         for (key, value) in no_default.iter().chain(&opts.cni) {
             config = set_table_key(&config, "cni", key, value)?;
+        }
+        for (table, key, value) in &opts.settings {
+            config = set_table_key(&config, table, key, value)?;
         }
         let cfg_path = dir.path().join("crius.toml");
         std::fs::write(&cfg_path, config)?;

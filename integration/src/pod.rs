@@ -182,6 +182,7 @@ impl Endpoint {
                             Some(file) => CniConfigs::Files(vec![file]),
                             None => CniConfigs::LoopbackOnly,
                         },
+                        ..Default::default()
                     })
                     .context("start crius")?,
                 )

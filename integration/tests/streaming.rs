@@ -342,3 +342,52 @@ async fn port_forward_crius() {
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
     ep.teardown(&pod_id).await;
 }
+
+/// URLs expire after `token_ttl_secs`, and beyond `max_pending` the oldest is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_expire_and_are_bounded_crius() {
+    use crius_integration::cri::{CriClient, Daemon, DaemonOptions};
+    let d = Daemon::start_with(DaemonOptions {
+        settings: vec![
+            ("streaming".into(), "token_ttl_secs".into(), "1".into()),
+            ("streaming".into(), "max_pending".into(), "2".into()),
+        ],
+        ..Default::default()
+    })
+    .expect("daemon");
+    let mut c = CriClient::connect(&d.socket).await.expect("connect");
+    let pod = cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: "tok".into(),
+            uid: "uid-tok".into(),
+            namespace: "stream".into(),
+            attempt: 0,
+        }),
+        ..Default::default()
+    };
+    let pod_id = c.run_pod(&pod, "").await.expect("pod");
+    let mut url = || {
+        let mut c = c.clone();
+        let pod_id = pod_id.clone();
+        async move {
+            c.runtime
+                .port_forward(cri::PortForwardRequest {
+                    pod_sandbox_id: pod_id,
+                    port: vec![80],
+                })
+                .await
+                .expect("port forward url")
+                .into_inner()
+                .url
+        }
+    };
+    // Bounded: the first of three is gone, the last two are still good (101: upgraded).
+    let (a, b, third) = (url().await, url().await, url().await);
+    assert_eq!(streaming::http_status(&a).await.expect("status"), 404);
+    assert_eq!(streaming::http_status(&b).await.expect("status"), 101);
+    // Expired.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(streaming::http_status(&third).await.expect("status"), 404);
+    let _ = c.stop_pod(&pod_id).await;
+    let _ = c.remove_pod(&pod_id).await;
+}
