@@ -366,7 +366,7 @@ async fn tokens_expire_and_are_bounded_crius() {
         ..Default::default()
     };
     let pod_id = c.run_pod(&pod, "").await.expect("pod");
-    let mut url = || {
+    let url = || {
         let mut c = c.clone();
         let pod_id = pod_id.clone();
         async move {
