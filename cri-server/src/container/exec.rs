@@ -12,9 +12,10 @@ use runtime_v2_api::ExecProcess;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 
-use super::record::ContainerState;
+use super::record::{ContainerRecord, ContainerState};
 use crate::pods::{new_id, PodError, Pods};
 use crate::spec;
+use runtime_v2_api::TaskClient;
 
 /// Output kept per stream; the rest is dropped and a marker says so.
 pub const EXEC_OUTPUT_CAP: usize = 16 << 20;
@@ -40,29 +41,7 @@ impl Pods {
         if cmd.is_empty() {
             return Err(PodError::InvalidArgument("cmd is empty".into()));
         }
-        let rec = self
-            .container(id)?
-            .ok_or_else(|| PodError::NotFound(format!("container {id:?} not found")))?;
-        if rec.state != ContainerState::Running {
-            return Err(PodError::FailedPrecondition(format!(
-                "container {} is not running ({:?})",
-                rec.id, rec.state
-            )));
-        }
-        let client = self.shim(&rec.sandbox_id).ok_or_else(|| {
-            PodError::Unavailable(format!(
-                "the shim of pod sandbox {} is not connected",
-                rec.sandbox_id
-            ))
-        })?;
-        let container_spec = rec
-            .spec
-            .as_ref()
-            .ok_or_else(|| PodError::Internal(format!("container {} has no spec", rec.id)))?;
-        let container_spec = container_spec
-            .parse()
-            .map_err(|e| PodError::internal("container spec", e))?;
-        let process = spec::exec_process(&container_spec, cmd, false).map_err(PodError::from)?;
+        let (rec, client, process) = self.exec_target(id, cmd, false)?;
         let exec_id = new_id()?[..16].to_string();
         let dir = self.cfg.dirs.bundle(&rec.id);
         let out_path = dir.join(format!("exec-{exec_id}-stdout"));
@@ -135,6 +114,41 @@ impl Pods {
                 rec.id
             ))),
         }
+    }
+}
+
+impl Pods {
+    /// What an exec of `cmd` in container `id` needs: the running container, its pod's
+    /// shim, and the OCI process (the container's, with `cmd` and `tty`).
+    pub(crate) fn exec_target(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        tty: bool,
+    ) -> Result<(ContainerRecord, TaskClient, serde_json::Value), PodError> {
+        let rec = self
+            .container(id)?
+            .ok_or_else(|| PodError::NotFound(format!("container {id:?} not found")))?;
+        if rec.state != ContainerState::Running {
+            return Err(PodError::FailedPrecondition(format!(
+                "container {} is not running ({:?})",
+                rec.id, rec.state
+            )));
+        }
+        let client = self.shim(&rec.sandbox_id).ok_or_else(|| {
+            PodError::Unavailable(format!(
+                "the shim of pod sandbox {} is not connected",
+                rec.sandbox_id
+            ))
+        })?;
+        let container_spec = rec
+            .spec
+            .as_ref()
+            .ok_or_else(|| PodError::Internal(format!("container {} has no spec", rec.id)))?
+            .parse()
+            .map_err(|e| PodError::internal("container spec", e))?;
+        let process = spec::exec_process(&container_spec, cmd, tty).map_err(PodError::from)?;
+        Ok((rec, client, process))
     }
 }
 

@@ -12,9 +12,7 @@ use runtime_v2_api::{ExecProcess, TaskClient};
 use tokio::net::unix::pipe;
 
 use super::exec::Fifos;
-use super::record::ContainerState;
 use crate::pods::{new_id, PodError, Pods};
-use crate::spec;
 
 /// Which streams the client asked for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -67,29 +65,7 @@ impl Pods {
         if cmd.is_empty() {
             return Err(PodError::InvalidArgument("cmd is empty".into()));
         }
-        let rec = self
-            .container(id)?
-            .ok_or_else(|| PodError::NotFound(format!("container {id:?} not found")))?;
-        if rec.state != ContainerState::Running {
-            return Err(PodError::FailedPrecondition(format!(
-                "container {} is not running ({:?})",
-                rec.id, rec.state
-            )));
-        }
-        let client = self.shim(&rec.sandbox_id).ok_or_else(|| {
-            PodError::Unavailable(format!(
-                "the shim of pod sandbox {} is not connected",
-                rec.sandbox_id
-            ))
-        })?;
-        let container_spec = rec
-            .spec
-            .as_ref()
-            .ok_or_else(|| PodError::Internal(format!("container {} has no spec", rec.id)))?
-            .parse()
-            .map_err(|e| PodError::internal("container spec", e))?;
-        let process =
-            spec::exec_process(&container_spec, cmd, streams.tty).map_err(PodError::from)?;
+        let (rec, client, process) = self.exec_target(id, cmd, streams.tty)?;
         let exec_id = new_id()?[..16].to_string();
         let dir = self.cfg.dirs.bundle(&rec.id);
         let path = |name: &str| dir.join(format!("exec-{exec_id}-{name}"));

@@ -8,9 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -102,16 +101,8 @@ pub async fn serve<S>(ws: WebSocketStream<S>, proto: PfProtocol, ports: Vec<u16>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sink, mut source) = ws.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(16);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = out_rx.recv().await {
-            if sink.send(m).await.is_err() {
-                return;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let (sink, mut source) = ws.split();
+    let (out_tx, writer) = super::websocket::spawn_writer(sink);
     let mut inputs: Vec<Option<tokio::net::tcp::OwnedWriteHalf>> = Vec::new();
     let mut pumps = Vec::new();
     for (i, &port) in ports.iter().enumerate() {
@@ -146,7 +137,7 @@ where
         }
     }
     // Client data to the connections, until the client closes.
-    let reader = async {
+    let mut reader = tokio::spawn(async move {
         while let Some(Ok(msg)) = source.next().await {
             if matches!(msg, Message::Close(_)) {
                 break;
@@ -166,22 +157,37 @@ where
         for w in inputs.iter_mut().flatten() {
             let _ = w.shutdown().await;
         }
-    };
+    });
     let aborts: Vec<_> = pumps.iter().map(|p| p.abort_handle()).collect();
     let all_done = futures::future::join_all(pumps);
     tokio::pin!(all_done);
-    tokio::select! {
-        () = reader => {
-            // The client is gone: what the pod still sends has nowhere to go.
-            if tokio::time::timeout(Duration::from_secs(2), &mut all_done).await.is_err() {
-                aborts.iter().for_each(|a| a.abort());
-            }
+    let client_gone = tokio::select! {
+        _ = &mut reader => true,
+        _ = &mut all_done => false,
+    };
+    if client_gone {
+        // What the pod still sends has nowhere to go.
+        if tokio::time::timeout(CLOSE_WAIT, &mut all_done)
+            .await
+            .is_err()
+        {
+            aborts.iter().for_each(|a| a.abort());
         }
-        _ = &mut all_done => {}
     }
     drop(out_tx);
     let _ = writer.await;
+    if !client_gone {
+        // Our Close is sent: wait for the client's before the socket goes, or data it has
+        // not read yet could be lost to a reset.
+        let abort = reader.abort_handle();
+        if tokio::time::timeout(CLOSE_WAIT, reader).await.is_err() {
+            abort.abort();
+        }
+    }
 }
+
+/// How long a session's end waits for the other side.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 #[cfg(test)]
 mod tests {

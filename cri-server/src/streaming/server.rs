@@ -110,10 +110,6 @@ fn websocket_upgrade(
             ),
         );
     };
-    let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY) else {
-        return reply(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing\n");
-    };
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let (channels, run): (Channels, _) = match request {
         Request::Exec {
             container,
@@ -165,15 +161,7 @@ fn websocket_upgrade(
         }
     };
     let pods = streaming.pods().clone();
-    tokio::spawn(async move {
-        let upgraded = match hyper::upgrade::on(req).await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::debug!(error = %e, "websocket upgrade");
-                return;
-            }
-        };
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+    upgrade(req, proto.name(), move |ws| async move {
         websocket::serve(ws, proto, channels, |client: ClientStreams| async move {
             match run {
                 SessionKind::Exec { container, cmd } => {
@@ -183,6 +171,37 @@ fn websocket_upgrade(
             }
         })
         .await;
+    })
+}
+
+/// The upgraded connection of a WebSocket session.
+type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Answers 101 to a WebSocket upgrade with subprotocol `protocol` (none when empty) and
+/// runs `session` on the connection once hyper hands it over.
+fn upgrade<F, Fut>(
+    req: hyper::Request<Incoming>,
+    protocol: &'static str,
+    session: F,
+) -> Response<String>
+where
+    F: FnOnce(Ws) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY) else {
+        return reply(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing\n");
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    tokio::spawn(async move {
+        let upgraded = match hyper::upgrade::on(req).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket upgrade");
+                return;
+            }
+        };
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        session(ws).await;
     });
     let mut r = reply(StatusCode::SWITCHING_PROTOCOLS, "");
     let h = r.headers_mut();
@@ -191,10 +210,9 @@ fn websocket_upgrade(
     if let Ok(v) = HeaderValue::from_str(&accept) {
         h.insert(SEC_WEBSOCKET_ACCEPT, v);
     }
-    h.insert(
-        SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(proto.name()),
-    );
+    if !protocol.is_empty() {
+        h.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol));
+    }
     r
 }
 
@@ -263,32 +281,9 @@ fn websocket_port_forward(
         },
         _ => return reply(StatusCode::NOT_FOUND, "pod sandbox not found\n"),
     };
-    let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY) else {
-        return reply(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing\n");
-    };
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-    tokio::spawn(async move {
-        let upgraded = match hyper::upgrade::on(req).await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::debug!(error = %e, "websocket upgrade");
-                return;
-            }
-        };
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+    upgrade(req, name, move |ws| async move {
         super::portforward::serve(ws, proto, ports, target).await;
-    });
-    let mut r = reply(StatusCode::SWITCHING_PROTOCOLS, "");
-    let h = r.headers_mut();
-    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
-    if let Ok(v) = HeaderValue::from_str(&accept) {
-        h.insert(SEC_WEBSOCKET_ACCEPT, v);
-    }
-    if !name.is_empty() {
-        h.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(name));
-    }
-    r
+    })
 }
 
 /// What a session runs once its streams are up.

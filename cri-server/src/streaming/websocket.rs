@@ -130,16 +130,8 @@ where
     F: FnOnce(ClientStreams) -> Fut,
     Fut: std::future::Future<Output = Outcome>,
 {
-    let (mut sink, mut source) = ws.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(16);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = out_rx.recv().await {
-            if sink.send(m).await.is_err() {
-                return;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let (sink, mut source) = ws.split();
+    let (out_tx, writer) = spawn_writer(sink);
 
     let (stdin_r, mut stdin_w) = tokio::io::duplex(64 * 1024);
     let (resize_r, mut resize_w) = tokio::io::duplex(4 * 1024);
@@ -214,6 +206,26 @@ where
 
 /// How long a finished session waits for the client's Close.
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A task sending the messages of the returned channel in order, then a Close once every
+/// sender is gone.
+pub fn spawn_writer<S>(
+    mut sink: futures::stream::SplitSink<WebSocketStream<S>, Message>,
+) -> (mpsc::Sender<Message>, tokio::task::JoinHandle<()>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::channel::<Message>(16);
+    let task = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            if sink.send(m).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    (tx, task)
+}
 
 /// Sends what is written to one output stream as messages on `channel`, until EOF.
 async fn pump(
