@@ -15,3 +15,4 @@ pub mod server;
 pub mod spec;
 pub mod status;
 pub mod store;
+pub mod streaming;
