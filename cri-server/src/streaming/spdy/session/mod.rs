@@ -35,6 +35,8 @@
 //! * Header names are lower-cased and multiple values joined by NUL (Go rejects
 //!   duplicates and upper case names with a connection-fatal error).
 
+#[cfg(test)]
+mod kubectl_interop;
 mod state;
 #[cfg(test)]
 mod tests;
