@@ -2,10 +2,13 @@
 //! a URL holding a single-use token; the client (crictl, or the kubelet proxying kubectl)
 //! then connects to it and speaks one of Kubernetes' stream protocols, over SPDY/3.1 or
 //! WebSocket, negotiated as client-go does.
+//!
+//! No Rust crate speaks SPDY/3.1, so [`spdy`] is our own framing and session layer.
 
 pub mod portforward;
 pub mod remotecommand;
 pub mod server;
+pub mod spdy;
 pub mod token;
 pub mod websocket;
 
