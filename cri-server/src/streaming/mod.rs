@@ -5,6 +5,7 @@
 //!
 //! No Rust crate speaks SPDY/3.1, so [`spdy`] is our own framing and session layer.
 
+pub mod over_spdy;
 pub mod portforward;
 pub mod remotecommand;
 pub mod server;

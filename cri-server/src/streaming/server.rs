@@ -77,6 +77,9 @@ fn handle(req: hyper::Request<Incoming>, streaming: Arc<Streaming>) -> Response<
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
+    if upgrade == "spdy/3.1" {
+        return spdy_upgrade(req, request, streaming);
+    }
     if upgrade == "websocket" {
         if let Request::PortForward { sandbox, ports } = request {
             return websocket_port_forward(req, &sandbox, ports, streaming);
@@ -214,6 +217,146 @@ where
         h.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol));
     }
     r
+}
+
+/// The client's `X-Stream-Protocol-Version`s (repeated headers or comma lists).
+fn offered_stream_protocols(req: &hyper::Request<Incoming>) -> Vec<String> {
+    req.headers()
+        .get_all("x-stream-protocol-version")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// Answers 101 to an upgrade to SPDY/3.1, having negotiated the Kubernetes protocol as
+/// the kubelet does (the client's order; none offered is the original `channel.k8s.io`),
+/// and serves the session on the connection.
+fn spdy_upgrade(
+    req: hyper::Request<Incoming>,
+    request: Request,
+    streaming: Arc<Streaming>,
+) -> Response<String> {
+    use super::over_spdy::{self, Expect};
+    let offered = offered_stream_protocols(&req);
+    let ours: &[&'static str] = match request {
+        Request::PortForward { .. } => &[over_spdy::PORTFORWARD],
+        _ => &over_spdy::REMOTECOMMAND,
+    };
+    let protocol = if offered.is_empty() {
+        Some(ours[ours.len() - 1])
+    } else {
+        over_spdy::negotiate(&offered, ours)
+    };
+    let Some(protocol) = protocol else {
+        let mut r = reply(
+            StatusCode::FORBIDDEN,
+            &format!("unable to upgrade: none of the offered protocols {offered:?} is supported\n"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&ours.join(", ")) {
+            r.headers_mut()
+                .insert("x-accepted-stream-protocol-versions", v);
+        }
+        return r;
+    };
+    let pods = streaming.pods().clone();
+    let session: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match request {
+        Request::Exec {
+            container,
+            cmd,
+            tty,
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            let expect = Expect {
+                stdin,
+                stdout,
+                stderr: stderr && !tty,
+                tty,
+            };
+            Box::pin(spdy_session(req, move |s| async move {
+                over_spdy::serve_command(s, protocol, expect, |client| async move {
+                    remotecommand::exec(&pods, &container, cmd, client).await
+                })
+                .await
+            }))
+        }
+        Request::Attach {
+            container,
+            tty,
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            let want = crate::container::attach::AttachStreams {
+                stdin,
+                stdout,
+                stderr,
+            };
+            let target = match pods.attach_target(&container, want) {
+                Ok(t) => t,
+                Err(e) => return reply(StatusCode::BAD_REQUEST, &format!("{e}\n")),
+            };
+            let expect = Expect {
+                stdin: target.stdin.is_some(),
+                stdout,
+                stderr: stderr && !tty,
+                tty,
+            };
+            Box::pin(spdy_session(req, move |s| async move {
+                over_spdy::serve_command(s, protocol, expect, |client| async move {
+                    remotecommand::attach(&pods, target, client).await
+                })
+                .await
+            }))
+        }
+        Request::PortForward { sandbox, ports } => {
+            let target = match pods.sandbox(&sandbox) {
+                Ok(Some(rec)) => match rec.netns {
+                    Some(pin) => super::portforward::Target::Netns(pin),
+                    None => super::portforward::Target::Host,
+                },
+                _ => return reply(StatusCode::NOT_FOUND, "pod sandbox not found\n"),
+            };
+            Box::pin(spdy_session(req, move |s| async move {
+                over_spdy::serve_port_forward(s, target, ports).await
+            }))
+        }
+    };
+    tokio::spawn(session);
+    let mut r = reply(StatusCode::SWITCHING_PROTOCOLS, "");
+    let h = r.headers_mut();
+    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(UPGRADE, HeaderValue::from_static("SPDY/3.1"));
+    h.insert(
+        "x-stream-protocol-version",
+        HeaderValue::from_static(protocol),
+    );
+    r
+}
+
+/// Waits for hyper to hand over the upgraded connection, starts a server SPDY session on
+/// it and runs `serve` with it.
+async fn spdy_session<F, Fut>(req: hyper::Request<Incoming>, serve: F)
+where
+    F: FnOnce(super::spdy::Session) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let upgraded = match hyper::upgrade::on(req).await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::debug!(error = %e, "spdy upgrade");
+            return;
+        }
+    };
+    let (session, driver) =
+        super::spdy::Session::new(TokioIo::new(upgraded), super::spdy::Role::Server);
+    let driver = tokio::spawn(driver);
+    serve(session).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), driver).await;
 }
 
 /// The client's offered WebSocket subprotocols.
