@@ -55,6 +55,12 @@ pub struct StreamingSettings {
     pub token_ttl_secs: u64,
     /// How many URLs may be pending at once (the oldest is dropped beyond).
     pub max_pending: usize,
+    /// Serve HTTPS with this certificate chain (PEM); with `tls_key`, or neither.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for StreamingSettings {
@@ -64,6 +70,8 @@ impl Default for StreamingSettings {
             port: 0,
             token_ttl_secs: 60,
             max_pending: 1000,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -75,10 +83,16 @@ impl StreamingSettings {
             .address
             .parse()
             .map_err(|e| format!("streaming.address {:?}: {e}", self.address))?;
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => None,
+            _ => return Err("streaming.tls_cert and streaming.tls_key go together".into()),
+        };
         Ok(crate::streaming::StreamingConfig {
             listen: std::net::SocketAddr::new(ip, self.port),
             token_ttl: std::time::Duration::from_secs(self.token_ttl_secs.max(1)),
             max_pending: self.max_pending.max(1),
+            tls,
         })
     }
 }
@@ -305,6 +319,14 @@ mod tests {
             let err = Config::parse(&text, "x.toml").expect_err(to).to_string();
             assert!(err.contains(key), "{err}");
         }
+        let half = DEFAULT_CONFIG.replace(
+            "# tls_cert = \"/etc/crius/streaming.pem\"",
+            "tls_cert = \"/etc/crius/streaming.pem\"",
+        );
+        let err = Config::parse(&half, "x.toml")
+            .expect_err("cert without key")
+            .to_string();
+        assert!(err.contains("tls_key"), "{err}");
         let off = DEFAULT_CONFIG.replace("default_network = true", "default_network = false");
         let cfg = Config::parse(&off, "x.toml").expect("parse");
         assert!(cfg.cni_settings().default_network.is_none());

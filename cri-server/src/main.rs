@@ -271,9 +271,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             stream_addr,
             pods.clone(),
         ));
-        tracing::info!(address = %stream_addr, "streaming server");
+        let stream_tls = match &stream_cfg.tls {
+            Some((cert, key)) => {
+                Some(crius::streaming::tls::acceptor(cert, key).context("[streaming] TLS")?)
+            }
+            None => None,
+        };
+        tracing::info!(address = %stream_addr, tls = stream_tls.is_some(), "streaming server");
         tokio::spawn(crius::streaming::server::serve(
             stream_listener,
+            stream_tls,
             streaming.clone(),
             std::future::pending(),
         ));

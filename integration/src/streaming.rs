@@ -60,12 +60,28 @@ pub struct Input {
     pub delay: Duration,
 }
 
+/// A connection to the streaming server, plain or TLS.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 /// Connects to `url` over WebSocket offering `protocols`; the stream and the chosen one.
 pub async fn connect(
     url: &str,
     protocols: &[&str],
-) -> anyhow::Result<(WebSocketStream<TcpStream>, String)> {
-    let ws_url = url.replacen("http://", "ws://", 1);
+) -> anyhow::Result<(WebSocketStream<Box<dyn Io>>, String)> {
+    connect_with(url, protocols, None).await
+}
+
+/// [`connect`], trusting `ca` (a PEM certificate) for an `https://` URL.
+pub async fn connect_with(
+    url: &str,
+    protocols: &[&str],
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<(WebSocketStream<Box<dyn Io>>, String)> {
+    let tls = url.starts_with("https://");
+    let ws_url = url
+        .replacen("https://", "wss://", 1)
+        .replacen("http://", "ws://", 1);
     let mut req = ws_url
         .as_str()
         .into_client_request()
@@ -84,7 +100,33 @@ pub async fn connect(
     let tcp = TcpStream::connect(&host)
         .await
         .with_context(|| format!("connecting to {host}"))?;
-    let (ws, resp) = tokio_tungstenite::client_async(req, tcp)
+    let io: Box<dyn Io> = if tls {
+        let ca = ca.context("an https URL needs a CA")?;
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls::pki_types::pem::PemObject;
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca)? {
+            roots.add(cert?)?;
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(
+            host.rsplit_once(':')
+                .map(|(h, _)| h)
+                .unwrap_or(&host)
+                .to_string(),
+        )?;
+        let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .context("TLS handshake")?;
+        Box::new(stream)
+    } else {
+        Box::new(tcp)
+    };
+    let (ws, resp) = tokio_tungstenite::client_async(req, io)
         .await
         .with_context(|| format!("websocket handshake with {url}"))?;
     let chosen = resp
@@ -222,7 +264,17 @@ pub async fn port_forward(
     request: &[u8],
     timeout: Duration,
 ) -> anyhow::Result<Forwarded> {
-    let (ws, _) = connect(url, &["v4.channel.k8s.io"]).await?;
+    port_forward_with(url, request, timeout, None).await
+}
+
+/// [`port_forward`], trusting `ca` for an `https://` URL.
+pub async fn port_forward_with(
+    url: &str,
+    request: &[u8],
+    timeout: Duration,
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<Forwarded> {
+    let (ws, _) = connect_with(url, &["v4.channel.k8s.io"], ca).await?;
     let (mut sink, mut source) = ws.split();
     let request = request.to_vec();
     let run = async move {

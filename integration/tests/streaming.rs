@@ -391,3 +391,120 @@ async fn tokens_expire_and_are_bounded_crius() {
     let _ = c.stop_pod(&pod_id).await;
     let _ = c.remove_pod(&pod_id).await;
 }
+
+/// With `tls_cert`/`tls_key` the streaming server speaks HTTPS: URLs say `https://`, and a
+/// client trusting the certificate gets its session (a port-forward to a closed port here:
+/// the pod needs no image).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_streaming_crius() {
+    use crius_integration::cri::{CriClient, Daemon, DaemonOptions};
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A CA, and a server certificate for 127.0.0.1 that it signs.
+    let p = |n: &str| dir.path().join(n);
+    let (ca, ca_key, cert, key, csr, ext) = (
+        p("ca.pem"),
+        p("ca-key.pem"),
+        p("cert.pem"),
+        p("key.pem"),
+        p("req.csr"),
+        p("ext.cnf"),
+    );
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext");
+    let openssl = |args: &[&std::ffi::OsStr]| {
+        let st = std::process::Command::new("openssl")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(st.success(), "openssl {args:?} failed");
+    };
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut a: Vec<&std::ffi::OsStr> = vec![os("req"), os("-x509")];
+    a.extend(ec.iter().map(|s| os(s)));
+    a.extend([os("-days"), os("1"), os("-subj"), os("/CN=crius test CA")]);
+    a.extend([
+        os("-keyout"),
+        ca_key.as_os_str(),
+        os("-out"),
+        ca.as_os_str(),
+    ]);
+    openssl(&a);
+    let mut a: Vec<&std::ffi::OsStr> = vec![os("req")];
+    a.extend(ec.iter().map(|s| os(s)));
+    a.extend([os("-subj"), os("/CN=127.0.0.1")]);
+    a.extend([os("-keyout"), key.as_os_str(), os("-out"), csr.as_os_str()]);
+    openssl(&a);
+    openssl(&[
+        os("x509"),
+        os("-req"),
+        os("-in"),
+        csr.as_os_str(),
+        os("-CA"),
+        ca.as_os_str(),
+        os("-CAkey"),
+        ca_key.as_os_str(),
+        os("-CAcreateserial"),
+        os("-days"),
+        os("1"),
+        os("-extfile"),
+        ext.as_os_str(),
+        os("-out"),
+        cert.as_os_str(),
+    ]);
+    let d = Daemon::start_with(DaemonOptions {
+        settings: vec![
+            (
+                "streaming".into(),
+                "tls_cert".into(),
+                format!("{:?}", cert.display().to_string()),
+            ),
+            (
+                "streaming".into(),
+                "tls_key".into(),
+                format!("{:?}", key.display().to_string()),
+            ),
+        ],
+        ..Default::default()
+    })
+    .expect("daemon");
+    let mut c = CriClient::connect(&d.socket).await.expect("connect");
+    let pod = cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: "tls".into(),
+            uid: "uid-tls".into(),
+            namespace: "stream".into(),
+            attempt: 0,
+        }),
+        ..Default::default()
+    };
+    let pod_id = c.run_pod(&pod, "").await.expect("pod");
+    let url = c
+        .runtime
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: pod_id.clone(),
+            port: vec![8099],
+        })
+        .await
+        .expect("url")
+        .into_inner()
+        .url;
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let f = streaming::port_forward_with(&url, b"x", T, Some(&ca))
+        .await
+        .expect("port-forward over TLS");
+    assert_eq!(f.prefixes, vec![(0, 8099), (1, 8099)]);
+    assert!(String::from_utf8_lossy(&f.error).contains("8099"));
+    let _ = c.stop_pod(&pod_id).await;
+    let _ = c.remove_pod(&pod_id).await;
+}

@@ -10,6 +10,7 @@ pub mod portforward;
 pub mod remotecommand;
 pub mod server;
 pub mod spdy;
+pub mod tls;
 pub mod token;
 pub mod websocket;
 
@@ -78,6 +79,8 @@ pub struct StreamingConfig {
     pub token_ttl: Duration,
     /// How many URLs may be pending at once.
     pub max_pending: usize,
+    /// HTTPS: certificate chain and key files (PEM).
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// The streaming server's state: pending requests and the pods they run in.
@@ -100,7 +103,10 @@ impl Streaming {
     pub fn new(cfg: &StreamingConfig, addr: SocketAddr, pods: Arc<Pods>) -> Streaming {
         Streaming {
             tokens: token::Tokens::new(cfg.token_ttl, cfg.max_pending),
-            base_url: format!("http://{addr}"),
+            base_url: format!(
+                "{}://{addr}",
+                if cfg.tls.is_some() { "https" } else { "http" }
+            ),
             pods,
         }
     }

@@ -20,9 +20,10 @@ use super::remotecommand::{self, ClientStreams};
 use super::websocket::{self, Channels, WsProtocol};
 use super::{Request, Streaming};
 
-/// Serves connections from `listener` until `shutdown` completes.
+/// Serves connections from `listener` (over TLS with `tls`) until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     streaming: Arc<Streaming>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -40,18 +41,33 @@ pub async fn serve(
             }
         };
         let streaming = streaming.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let streaming = streaming.clone();
-                async move { Ok::<_, Infallible>(handle(req, streaming)) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "streaming connection");
+            match tls {
+                None => serve_connection(stream, streaming).await,
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(s) => serve_connection(s, streaming).await,
+                    Err(e) => tracing::debug!(error = %e, "streaming TLS handshake"),
+                },
             }
         });
+    }
+}
+
+/// One HTTP/1.1 connection, upgrades allowed.
+async fn serve_connection<IO>(io: IO, streaming: Arc<Streaming>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let streaming = streaming.clone();
+        async move { Ok::<_, Infallible>(handle(req, streaming)) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "streaming connection");
     }
 }
 
