@@ -1,5 +1,5 @@
-//! The crius daemon itself: CRI Version and Status over its unix socket, Unimplemented for
-//! the rest, config handling on the command line. Also run against containerd 1.6's CRI
+//! The crius daemon itself: CRI Version and Status over its unix socket, validation before
+//! anything is made, config handling on the command line. Also run against containerd 1.6's CRI
 //! plugin for the parts where the two must agree.
 
 use std::os::unix::fs::PermissionsExt;
@@ -118,13 +118,14 @@ async fn version_and_status_over_the_socket() {
         names.contains(&"runc") && !names.contains(&"kata"),
         "{names:?}"
     );
+    // Streaming RPCs validate before handing out a URL: an attach asking for no stream.
     let e = c
         .runtime
         .attach(cri::AttachRequest::default())
         .await
-        .expect_err("not yet");
-    assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(e.message().contains("Attach"), "{}", e.message());
+        .expect_err("no stream asked for");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("stdout"), "{}", e.message());
     // Images are served: the built-in pause image is there with no registry at all.
     let images = c
         .image
