@@ -975,20 +975,29 @@ impl RegistryClient {
         self.get(&format!("/v2/{repo}/blobs/{digest}")).await
     }
 
-    /// Whether `repo` already has blob `digest`.
+    /// Whether `repo` already has blob `digest`. A 5xx is asked again a few times:
+    /// docker-registry 2.8 has answered a HEAD with 500 while another push of the same
+    /// blob was being committed (seen once in CI).
     pub async fn blob_exists(&self, repo: &str, digest: &str) -> anyhow::Result<bool> {
-        let resp = self
-            .request(
-                "HEAD",
-                &format!("/v2/{repo}/blobs/{digest}"),
-                &[],
-                Vec::new(),
-            )
-            .await?;
-        match resp.status {
-            200 => Ok(true),
-            404 => Ok(false),
-            s => bail!("HEAD blob {digest} in {repo}: HTTP {s}"),
+        let mut attempt = 0;
+        loop {
+            let resp = self
+                .request(
+                    "HEAD",
+                    &format!("/v2/{repo}/blobs/{digest}"),
+                    &[],
+                    Vec::new(),
+                )
+                .await?;
+            match resp.status {
+                200 => return Ok(true),
+                404 => return Ok(false),
+                s if (500..600).contains(&s) && attempt < 5 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+                s => bail!("HEAD blob {digest} in {repo}: HTTP {s}"),
+            }
         }
     }
 
