@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use crius_integration::pod::{
     container_config, log_file, namespaces, pod_security, poll, push_test_images, resources,
-    security, sh, Endpoint, Kind,
+    security, sh, Endpoint, Kind, TestImages,
 };
 use crius_integration::registry::Registry;
 use crius_integration::scenario::{
@@ -1084,9 +1084,12 @@ fn selected() -> Vec<(&'static str, ScenarioFn)> {
 
 /// Runs the whole suite on one endpoint; the outcomes, the endpoint (for its log) and what
 /// was left behind after every scenario cleaned up.
-async fn suite_on(kind: Kind, reg: &Registry) -> (Outcomes, Arc<Endpoint>, Vec<String>) {
-    let images = push_test_images(reg).await.expect("push images");
-    let ep = Arc::new(Endpoint::start(kind, reg, &images).await.expect("endpoint"));
+async fn suite_on(
+    kind: Kind,
+    reg: &Registry,
+    images: &TestImages,
+) -> (Outcomes, Arc<Endpoint>, Vec<String>) {
+    let ep = Arc::new(Endpoint::start(kind, reg, images).await.expect("endpoint"));
     let before = crius_integration::leaks::Footprint::take(&ep)
         .await
         .expect("footprint");
@@ -1107,7 +1110,8 @@ fn assert_clean(ep: &Endpoint, left: &[String]) {
 
 async fn suite(kind: Kind) {
     let reg = Registry::start(Default::default()).expect("registry");
-    let (out, ep, left) = suite_on(kind, &reg).await;
+    let images = push_test_images(&reg).await.expect("push images");
+    let (out, ep, left) = suite_on(kind, &reg, &images).await;
     assert_all_passed(&ep, &out);
     assert_clean(&ep, &left);
 }
@@ -1123,9 +1127,12 @@ async fn containerd_peer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn crius_runc_vs_containerd() {
     let reg = Registry::start(Default::default()).expect("registry");
+    // Pushed once: two pushes of the same blob at once into one docker-registry race in
+    // its storage (seen in CI: a HEAD answered 500, a manifest refused as DIGEST_INVALID).
+    let images = push_test_images(&reg).await.expect("push images");
     let ((ours, ep_ours, left_ours), (theirs, ep_theirs, left_theirs)) = tokio::join!(
-        suite_on(Kind::Crius("runc"), &reg),
-        suite_on(Kind::Containerd, &reg)
+        suite_on(Kind::Crius("runc"), &reg, &images),
+        suite_on(Kind::Containerd, &reg, &images)
     );
     assert_all_passed(&ep_theirs, &theirs);
     assert_clean(&ep_theirs, &left_theirs);
