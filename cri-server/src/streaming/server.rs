@@ -330,12 +330,8 @@ fn spdy_upgrade(
             }))
         }
         Request::PortForward { sandbox, ports } => {
-            let target = match pods.sandbox(&sandbox) {
-                Ok(Some(rec)) => match rec.netns {
-                    Some(pin) => super::portforward::Target::Netns(pin),
-                    None => super::portforward::Target::Host,
-                },
-                _ => return reply(StatusCode::NOT_FOUND, "pod sandbox not found\n"),
+            let Some(target) = forward_target(&streaming, &sandbox) else {
+                return reply(StatusCode::NOT_FOUND, "pod sandbox not found\n");
             };
             Box::pin(spdy_session(req, move |s| async move {
                 over_spdy::serve_port_forward(s, target, ports).await
@@ -373,6 +369,15 @@ where
     let driver = tokio::spawn(driver);
     serve(session).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), driver).await;
+}
+
+/// Where sandbox `id`'s ports are: its pinned netns, or the host for host network.
+fn forward_target(streaming: &Streaming, id: &str) -> Option<super::portforward::Target> {
+    let rec = streaming.pods().sandbox(id).ok()??;
+    Some(match rec.netns {
+        Some(pin) => super::portforward::Target::Netns(pin),
+        None => super::portforward::Target::Host,
+    })
 }
 
 /// The client's offered WebSocket subprotocols.
@@ -433,12 +438,8 @@ fn websocket_port_forward(
             );
         }
     }
-    let target = match streaming.pods().sandbox(sandbox) {
-        Ok(Some(rec)) => match rec.netns {
-            Some(pin) => super::portforward::Target::Netns(pin),
-            None => super::portforward::Target::Host,
-        },
-        _ => return reply(StatusCode::NOT_FOUND, "pod sandbox not found\n"),
+    let Some(target) = forward_target(&streaming, sandbox) else {
+        return reply(StatusCode::NOT_FOUND, "pod sandbox not found\n");
     };
     upgrade(req, name, move |ws| async move {
         super::portforward::serve(ws, proto, ports, target).await;
