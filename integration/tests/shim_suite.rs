@@ -788,6 +788,85 @@ async fn cri_log_format(case: Case) {
     let _ = client.shutdown(&spec.id, false).await;
 }
 
+/// A pod's sandbox container (`io.kubernetes.cri.container-type: sandbox`) runs from Create
+/// on under our shim: one `runtime run --detach` instead of `create` + `start`, a runtime
+/// start-up less on every pod. Start then answers the same pid and starts nothing; a second
+/// Start is refused. The pod's other containers still wait for their Start. The Go shim
+/// creates a sandbox like any container (Created until Start). Both are right under the
+/// task API: every CRI runtime starts the sandbox the moment it is created, and our shim
+/// announces what it did (`/tasks/start` right after `/tasks/create`).
+async fn sandbox_runs_at_create(case: Case) {
+    let fx = Fixture::new(case).await.expect("fixture");
+    let ours = case.shim == ShimKind::Crius;
+    let pod = random_id("pod-");
+    let annotations = |kind: &str| {
+        vec![
+            ("io.kubernetes.cri.sandbox-id".to_string(), pod.clone()),
+            (
+                "io.kubernetes.cri.container-type".to_string(),
+                kind.to_string(),
+            ),
+        ]
+    };
+    let mut sandbox = BundleSpec::sh(&pod, "echo up; sleep 1000");
+    sandbox.annotations = annotations("sandbox");
+    let sb = fx.create(&sandbox).await.expect("create sandbox");
+    let st = sb.client.state(&sb.id, "").await.expect("state");
+    assert!(st.pid > 0);
+    if ours {
+        assert_eq!(
+            st.status,
+            TaskStatus::Running,
+            "a sandbox runs from Create on"
+        );
+        // It really runs: its output arrives with no Start.
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::fs::read_to_string(&sb.stdout).unwrap_or_default() != "up\n" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the sandbox printed nothing before Start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    } else {
+        assert_eq!(st.status, TaskStatus::Created);
+    }
+    let pid = sb.client.start(&sb.id, "").await.expect("start sandbox");
+    assert_eq!(pid, st.pid, "Start answers the init's pid");
+    let st = sb.client.state(&sb.id, "").await.expect("state");
+    assert_eq!(st.status, TaskStatus::Running);
+    assert!(
+        sb.client.start(&sb.id, "").await.is_err(),
+        "a second Start of a running sandbox must be refused"
+    );
+
+    let mut app = BundleSpec::sh(&random_id("app-"), "echo app; sleep 1000");
+    app.annotations = annotations("container");
+    let c = fx.create(&app).await.expect("create app");
+    assert_eq!(
+        c.client.state(&c.id, "").await.expect("state").status,
+        TaskStatus::Created,
+        "a pod's other containers wait for their Start"
+    );
+    c.client.start(&c.id, "").await.expect("start app");
+
+    if ours {
+        fx.wait_event(
+            WAIT,
+            |e| matches!(e, TaskEvent::Start { container_id, .. } if *container_id == c.id),
+        )
+        .await
+        .expect("start event of the app");
+        assert_eq!(
+            fx.topics_for(&sb.id).await,
+            ["/tasks/create", "/tasks/start"],
+            "one create and one start event for the sandbox, in that order"
+        );
+    }
+    fx.cleanup(&c).await;
+    fx.cleanup(&sb).await;
+}
+
 macro_rules! suite {
     ($module:ident, $case:expr) => {
         mod $module {
@@ -876,6 +955,12 @@ macro_rules! suite {
             async fn cri_log_format() {
                 if runs_here(CASE).await {
                     super::cri_log_format(CASE).await
+                }
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sandbox_runs_at_create() {
+                if runs_here(CASE).await {
+                    super::sandbox_runs_at_create(CASE).await
                 }
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

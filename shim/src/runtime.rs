@@ -119,6 +119,15 @@ impl ChildStdio {
 }
 
 /// One task's runtime: the binary, its root, and where it logs.
+/// How a task's init process is brought up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitVerb {
+    /// `create`: the init waits for `start`.
+    Create,
+    /// `run --detach`: created and started by one runtime process.
+    RunDetached,
+}
+
 #[derive(Debug, Clone)]
 pub struct Runtime {
     config: RuntimeConfig,
@@ -167,9 +176,11 @@ impl Runtime {
         cmd
     }
 
-    /// `create --bundle B --pid-file P [--console-socket S] ID` with the container's stdio.
+    /// `create --bundle B --pid-file P [--console-socket S] ID` with the container's stdio
+    /// (or `run --detach …`, the same with the init started, for [`InitVerb::RunDetached`]).
     pub async fn create(
         &self,
+        verb: InitVerb,
         id: &str,
         bundle: &Path,
         pid_file: &Path,
@@ -177,13 +188,21 @@ impl Runtime {
         stdio: ChildStdio,
     ) -> Result<()> {
         let mut cmd = self.command();
-        cmd.arg("create")
-            .arg("--bundle")
+        let name = match verb {
+            InitVerb::Create => {
+                cmd.arg("create");
+                "create"
+            }
+            InitVerb::RunDetached => {
+                cmd.arg("run").arg("--detach");
+                "run"
+            }
+        };
+        cmd.arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")
             .arg(pid_file);
-        self.run_process("create", id, cmd, console_socket, stdio)
-            .await
+        self.run_process(name, id, cmd, console_socket, stdio).await
     }
 
     /// `exec --process F --pid-file P --detach [--console-socket S] ID`.

@@ -107,6 +107,9 @@ pub(crate) struct Container {
     pub init: Process,
     pub execs: HashMap<String, Process>,
     pub cgroup: Option<Arc<Cgroup>>,
+    /// The runtime started init at Create (a pod's sandbox container, see
+    /// [`create`]); the Start still owed only acknowledges it.
+    pub started_by_create: bool,
 }
 
 impl Container {

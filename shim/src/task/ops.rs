@@ -14,14 +14,20 @@ impl Tasks {
             return self.start_exec(id, exec_id).await;
         }
         let (runtime, pid) = self.with(id, |c| {
+            if std::mem::take(&mut c.started_by_create) {
+                return Ok((None, c.init.pid));
+            }
             if c.init.status != Status::Created {
                 return Err(ShimError::FailedPrecondition(format!(
                     "task {id:?} is {:?}, not created: it cannot be started",
                     c.init.status
                 )));
             }
-            Ok((c.runtime.clone(), c.init.pid))
+            Ok((Some(c.runtime.clone()), c.init.pid))
         })?;
+        let Some(runtime) = runtime else {
+            return Ok(pid); // started (and announced) by Create
+        };
         runtime.start(id).await?;
         self.with(id, |c| {
             if c.init.status == Status::Created {
