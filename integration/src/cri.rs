@@ -39,6 +39,8 @@ pub struct CriClient {
     pub runtime: RuntimeServiceClient<Channel>,
     /// ImageService.
     pub image: ImageServiceClient<Channel>,
+    /// The channel both run on, for calls outside the generated clients.
+    pub channel: Channel,
 }
 
 impl CriClient {
@@ -47,8 +49,29 @@ impl CriClient {
         let ch = channel(socket).await?;
         Ok(CriClient {
             runtime: RuntimeServiceClient::new(ch.clone()),
-            image: ImageServiceClient::new(ch),
+            image: ImageServiceClient::new(ch.clone()),
+            channel: ch,
         })
+    }
+
+    /// `ListContainers` with no filter, its reply left encoded: the time of this call is
+    /// the runtime's (request, listing, encoding, transfer to the last byte), without the
+    /// client's own decoding. [`decode_containers`] decodes it afterwards.
+    pub async fn list_containers_encoded(&mut self) -> Result<bytes::Bytes, Status> {
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unavailable(format!("channel not ready: {e}")))?;
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/runtime.v1.RuntimeService/ListContainers",
+        );
+        grpc.unary(
+            tonic::Request::new(cri::ListContainersRequest::default()),
+            path,
+            crate::encoded::EncodedReply::<cri::ListContainersRequest>::default(),
+        )
+        .await
+        .map(|r| r.into_inner())
     }
 
     /// `PullImage` of `image` without credentials; the image ref on success.
@@ -226,6 +249,14 @@ impl CriClient {
             .await?
             .status
             .ok_or_else(|| Status::internal(format!("ContainerStatus of {id}: no status")))
+    }
+
+    /// Decodes a reply of [`CriClient::list_containers_encoded`].
+    pub fn decode_containers(reply: &[u8]) -> Result<Vec<cri::Container>, Status> {
+        use prost::Message;
+        cri::ListContainersResponse::decode(reply)
+            .map(|r| r.containers)
+            .map_err(|e| Status::internal(format!("ListContainersResponse: {e}")))
     }
 
     /// `ListContainers` with an optional filter.

@@ -8,6 +8,7 @@
 pub mod bundle;
 pub mod containerd;
 pub mod cri;
+pub mod encoded;
 pub mod floor;
 pub mod host;
 pub mod image_builder;

@@ -244,6 +244,22 @@ async fn container_exit_codes(cx: Arc<Cx>) -> R {
             listed.len() == 1 && listed[0].pod_sandbox_id == pid,
             "{listed:?}"
         );
+        // A list entry names its image by id in image_ref, as containerd does: kubelets
+        // before 1.30 read that field as the image id for image GC, where a digested
+        // reference would make the image look unused. ContainerStatus gives the digested
+        // reference (below); crius also fills the newer image_id, which containerd 1.6
+        // predates.
+        let listed_ref = &listed[0].image_ref;
+        cx.same(
+            &format!("{name}/list_image_ref_is_an_id"),
+            listed_ref.starts_with("sha256:") && !listed_ref.contains('@'),
+        );
+        if cx.crius() {
+            ensure!(
+                *listed_ref == listed[0].image_id && listed_ref.starts_with("sha256:"),
+                "list image_ref and image_id: {listed:?}"
+            );
+        }
         c.start(&id).await?;
         let st = exited(&cx, &id).await?;
         ensure!(st.exit_code == want, "{st:?}");
@@ -266,6 +282,10 @@ async fn container_exit_codes(cx: Arc<Cx>) -> R {
             "{st:?}"
         );
         ensure!(st.image.as_ref().map(|i| i.image.as_str()) == Some(&cx.ep.images.busybox[..]));
+        cx.same(
+            &format!("{name}/status_image_ref_is_digested"),
+            st.image_ref.contains("@sha256:"),
+        );
         cx.same(&format!("{name}/state"), st.state);
         cx.same(&format!("{name}/exit_code"), st.exit_code);
         cx.same(&format!("{name}/reason"), &st.reason);
@@ -822,9 +842,20 @@ async fn oom_killed(cx: Arc<Cx>) -> R {
     resources(&mut cfg).memory_limit_in_bytes = 32 << 20;
     let id = cx.ep.run_container(&pid, &pod, &cfg).await?;
     let st = exited(&cx, &id).await?;
-    ensure!(st.exit_code == 137 && st.reason == "OOMKilled", "{st:?}");
     cx.same("exit_code", st.exit_code);
-    cx.same("reason", &st.reason);
+    if cx.crius() {
+        ensure!(st.exit_code == 137 && st.reason == "OOMKilled", "{st:?}");
+    } else {
+        // containerd 1.6 now and then reports "Error" for a container OOM-killed right
+        // after its start: it handles the exit before the /tasks/oom event that comes
+        // after it (containerd/containerd#8180; seen in this suite). crius's shim reads
+        // the cgroup's OOM count before it reports the exit, so crius is held to
+        // OOMKilled every time.
+        ensure!(
+            st.exit_code == 137 && (st.reason == "OOMKilled" || st.reason == "Error"),
+            "{st:?}"
+        );
+    }
     Ok(())
 }
 

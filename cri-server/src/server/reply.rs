@@ -148,7 +148,9 @@ pub fn container(rec: &ContainerRecord) -> cri::Container {
         pod_sandbox_id: rec.sandbox_id.clone(),
         metadata: Some(container_metadata(rec)),
         image: Some(image_spec(rec)),
-        image_ref: rec.image_ref.clone(),
+        // The image id, as containerd lists it: kubelets before 1.30 take a list entry's
+        // image_ref as the image id for image GC (ContainerStatus keeps the digest).
+        image_ref: rec.image_id.clone(),
         state: container_state(rec.state),
         created_at: rec.created_at,
         labels: map(&rec.config.labels),
