@@ -9,6 +9,11 @@
 //!
 //! `--crius-only` skips containerd (ratios then read NaN), for quick looks while tuning.
 //!
+//! `--settle-ms N` (default 100) is a pause before every timed call: the calls alternate
+//! between the two daemons on one small machine, and without it a call would start while
+//! the other runtime's last call still settles (its shim, its event handling, a Go GC)
+//! and pay for it. The kubelet does not call back to back either.
+//!
 //! `--keep-logs DIR` writes each daemon's log to `DIR/<runtime>.log` (run them with
 //! `CRIUS_LOG=crius=debug` to see each step's timestamps).
 //!
@@ -121,6 +126,7 @@ async fn measure(
     pods: usize,
     containers: usize,
     list_calls: usize,
+    settle: Duration,
     keep_logs: Option<&std::path::Path>,
     conflist: &Conflist,
 ) -> anyhow::Result<Vec<(Kind, Figures)>> {
@@ -150,6 +156,7 @@ async fn measure(
             let s = &mut sides[k];
             let label = s.kind.label();
             let cfg = s.ep.pod_config(&format!("bench{i}"));
+            tokio::time::sleep(settle).await;
             let t = Instant::now();
             let id =
                 s.ep.run_pod(&cfg)
@@ -157,6 +164,7 @@ async fn measure(
                     .with_context(|| format!("{label}: RunPodSandbox: {}", s.ep.log_tail()))?;
             s.f.run_pod.push(t.elapsed());
             let ctr = container_config("sleeper", &images.busybox, &["sleep", "1000000"]);
+            tokio::time::sleep(settle).await;
             let t = Instant::now();
             let cid =
                 s.c.create_container(&id, &ctr, &cfg)
@@ -183,6 +191,7 @@ async fn measure(
             let s = &mut sides[k];
             let label = s.kind.label();
             let id = s.running[i].clone();
+            tokio::time::sleep(settle).await;
             let t = Instant::now();
             s.c.stop_pod(&id)
                 .await
@@ -224,6 +233,7 @@ async fn measure(
         for round in 0..list_calls {
             for k in order(round, sides.len()) {
                 let s = &mut sides[k];
+                tokio::time::sleep(settle).await;
                 let t = Instant::now();
                 let reply =
                     s.c.list_containers_encoded()
@@ -237,6 +247,7 @@ async fn measure(
                     s.kind.label()
                 );
                 s.f.containers_listed = n;
+                tokio::time::sleep(settle).await;
                 let t = Instant::now();
                 s.c.list_containers(None).await.context("ListContainers")?;
                 s.f.list_decoded.push(t.elapsed());
@@ -283,6 +294,7 @@ async fn main() -> anyhow::Result<()> {
     let mut list_calls = 21usize;
     let mut portmap = false;
     let mut floor_runs = 30usize;
+    let mut settle_ms = 100u64;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut num = |flag: &str| -> anyhow::Result<usize> {
@@ -297,11 +309,12 @@ async fn main() -> anyhow::Result<()> {
             "--list-calls" => list_calls = num("--list-calls")?.max(1),
             "--portmap" => portmap = true,
             "--floor-runs" => floor_runs = num("--floor-runs")?,
+            "--settle-ms" => settle_ms = num("--settle-ms")? as u64,
             "--keep-logs" => {
                 keep_logs = Some(args.next().context("--keep-logs needs a directory")?.into())
             }
             other => anyhow::bail!(
-                "unknown argument {other:?} (usage: cri-bench [--pods N] [--containers N] [--crius-only] [--keep-logs DIR] [--list-calls N] [--portmap] [--floor-runs N])"
+                "unknown argument {other:?} (usage: cri-bench [--pods N] [--containers N] [--crius-only] [--keep-logs DIR] [--list-calls N] [--portmap] [--floor-runs N] [--settle-ms N])"
             ),
         }
     }
@@ -334,6 +347,7 @@ async fn main() -> anyhow::Result<()> {
         pods,
         containers,
         list_calls,
+        Duration::from_millis(settle_ms),
         keep_logs.as_deref(),
         &conflist,
     )
