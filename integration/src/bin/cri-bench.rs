@@ -117,19 +117,35 @@ fn order(round: usize, n: usize) -> Vec<usize> {
     v
 }
 
+/// How much to measure, and how.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    /// Pods run, one at a time, per runtime.
+    pods: usize,
+    /// Containers listed by ListContainers.
+    containers: usize,
+    /// ListContainers calls per runtime.
+    list_calls: usize,
+    /// The pause before every timed call.
+    settle: Duration,
+}
+
 /// Runs every phase with the runtimes interleaved call by call (both daemons up, one
 /// call in flight at a time), so drift in the machine's speed during the run falls on
 /// both alike.
 async fn measure(
     kinds: &[Kind],
     reg: &Registry,
-    pods: usize,
-    containers: usize,
-    list_calls: usize,
-    settle: Duration,
+    plan: &Plan,
     keep_logs: Option<&std::path::Path>,
     conflist: &Conflist,
 ) -> anyhow::Result<Vec<(Kind, Figures)>> {
+    let Plan {
+        pods,
+        containers,
+        list_calls,
+        settle,
+    } = *plan;
     let images = push_test_images(reg).await?;
     let mut sides = Vec::new();
     for &kind in kinds {
@@ -344,10 +360,12 @@ async fn main() -> anyhow::Result<()> {
     let mut figures = measure(
         kinds,
         &reg,
-        pods,
-        containers,
-        list_calls,
-        Duration::from_millis(settle_ms),
+        &Plan {
+            pods,
+            containers,
+            list_calls,
+            settle: Duration::from_millis(settle_ms),
+        },
         keep_logs.as_deref(),
         &conflist,
     )
