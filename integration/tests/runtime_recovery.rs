@@ -185,7 +185,8 @@ async fn concurrent_creates_are_all_or_nothing() {
         assert_eq!(
             p.state,
             PodSandboxState::SandboxReady as i32,
-            "{name}: fully present"
+            "{name}: fully present\n--- daemon log tail ---\n{}",
+            ep.log_tail()
         );
         let info = c.pod_status(&p.id, true).await.expect("status").info;
         let pause = info_pid(&info).expect("pause pid");

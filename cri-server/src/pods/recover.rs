@@ -73,14 +73,14 @@ impl Pods {
             return;
         }
         if rec.state == SandboxState::Ready {
-            let alive = match self.shim(&id) {
-                Some(client) => matches!(
-                    client.state(&id, "").await.map(|s| s.status),
-                    Ok(TaskStatus::Running)
-                ),
-                None => false,
+            // None: no shim to ask (it did not answer and was cleaned up).
+            let state = match self.shim(&id) {
+                Some(client) => Some(client.state(&id, "").await.map(|s| s.status)),
+                None => None,
             };
+            let alive = matches!(state, Some(Ok(TaskStatus::Running)));
             if !alive {
+                tracing::warn!(sandbox = %id, state = ?state, "the pause of a ready sandbox is not running");
                 if let Err(e) = self.update_sandbox(&id, |s| s.state = SandboxState::NotReady) {
                     tracing::warn!(sandbox = %id, error = %e, "recording pause exit");
                 }
