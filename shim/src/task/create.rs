@@ -78,13 +78,25 @@ impl Tasks {
             }
             creating.push(req.id.clone());
         }
-        let result = self.create_reserved(&req).await;
-        self.inner
-            .creating
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|i| i != &req.id);
-        result
+        // Runs to its end even when the caller goes away (ttrpc drops a request's future when
+        // its connection closes, as when the daemon is killed mid-Create): cut short, it
+        // would leave a container running that the table does not know, and the daemon's
+        // rollback after its restart could not remove it.
+        let this = self.clone();
+        let id = req.id.clone();
+        let created = tokio::spawn(async move {
+            let result = this.create_reserved(&req).await;
+            this.inner
+                .creating
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|i| i != &req.id);
+            this.inner.created.notify_waiters();
+            result
+        });
+        created
+            .await
+            .map_err(|e| ShimError::Internal(format!("creating task {id:?}: {e}")))?
     }
 
     async fn create_reserved(&self, req: &CreateRequest) -> Result<u32> {

@@ -24,6 +24,7 @@ pub struct Deleted {
 impl Tasks {
     /// Deletes an exec (`exec_id` set) or the whole task.
     pub async fn delete(&self, id: &str, exec_id: &str) -> Result<Deleted> {
+        self.settled(id).await;
         if !exec_id.is_empty() {
             return self.with(id, |c| {
                 let p = c.process(exec_id)?;

@@ -133,6 +133,9 @@ impl Container {
     }
 }
 
+/// How long a Kill, Wait or Delete waits for a running Create of its task.
+const CREATE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Everything the shim knows; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Tasks {
@@ -149,6 +152,8 @@ struct Inner {
     tasks: Mutex<HashMap<String, Container>>,
     /// Ids being created right now (reserved against a concurrent duplicate).
     creating: Mutex<Vec<String>>,
+    /// Notified each time a Create ends, for [`Tasks::settled`].
+    created: Notify,
     shutdown: Arc<Notify>,
 }
 
@@ -167,6 +172,7 @@ impl Tasks {
                 events,
                 tasks: Mutex::new(HashMap::new()),
                 creating: Mutex::new(Vec::new()),
+                created: Notify::new(),
                 shutdown: Arc::new(Notify::new()),
             }),
         }
@@ -214,8 +220,31 @@ impl Tasks {
         })
     }
 
+    /// Returns once no Create of `id` is running (at most [`CREATE_WAIT`]). A Kill, Wait
+    /// or Delete may come while the task's Create still runs: a daemon that was killed
+    /// mid-Create and rolls the task back after its restart. Answering NotFound then
+    /// would leave the container the Create is about to finish running, with nobody
+    /// left to remove it; acting on the finished Create removes it.
+    pub(crate) async fn settled(&self, id: &str) {
+        let deadline = tokio::time::Instant::now() + CREATE_WAIT;
+        loop {
+            let notified = self.inner.created.notified();
+            let busy = self
+                .inner
+                .creating
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .any(|c| c == id);
+            if !busy || tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Waits for a process to exit.
     pub async fn wait(&self, id: &str, exec_id: &str) -> Result<Exit> {
+        self.settled(id).await;
         let mut rx = self.with(id, |c| Ok(c.process(exec_id)?.exited.clone()))?;
         let exit = rx
             .wait_for(|e| e.is_some())
@@ -232,7 +261,13 @@ impl Tasks {
 
     /// Shutdown: exit when no task is left (or `now`).
     pub fn shutdown(&self, now: bool) {
-        if now || self.lock().is_empty() {
+        let creating = !self
+            .inner
+            .creating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty();
+        if now || (self.lock().is_empty() && !creating) {
             self.inner.shutdown.notify_one();
         }
     }

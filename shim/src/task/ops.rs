@@ -44,6 +44,7 @@ impl Tasks {
 
     /// Sends `signal` to a process; with `all`, to every process of the task.
     pub async fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
+        self.settled(id).await;
         let (runtime, pid, reaped) = self.with(id, |c| {
             let runtime = c.runtime.clone();
             let p = c.process(exec_id)?;
