@@ -414,18 +414,22 @@ async fn oom_kill_is_reported(case: Case) {
     fx.cleanup(&c).await;
 }
 
+/// The CRI annotations of a container of pod `pod`: its sandbox id and its `kind`
+/// (`sandbox` or `container`), which group it into the pod's shim.
+fn pod_annotations(pod: &str, kind: &str) -> Vec<(String, String)> {
+    vec![
+        ("io.kubernetes.cri.sandbox-id".to_string(), pod.to_string()),
+        (
+            "io.kubernetes.cri.container-type".to_string(),
+            kind.to_string(),
+        ),
+    ]
+}
+
 async fn two_containers_share_one_shim(case: Case) {
     let fx = Fixture::new(case).await.expect("fixture");
     let pod = random_id("pod-");
-    let annotations = |kind: &str| {
-        vec![
-            ("io.kubernetes.cri.sandbox-id".to_string(), pod.clone()),
-            (
-                "io.kubernetes.cri.container-type".to_string(),
-                kind.to_string(),
-            ),
-        ]
-    };
+    let annotations = |kind: &str| pod_annotations(&pod, kind);
     let mut sandbox = BundleSpec::sh(&pod, "sleep 1000");
     sandbox.annotations = annotations("sandbox");
     let mut app = BundleSpec::sh(&random_id("app-"), "echo app; sleep 1000");
@@ -799,15 +803,7 @@ async fn sandbox_runs_at_create(case: Case) {
     let fx = Fixture::new(case).await.expect("fixture");
     let ours = case.shim == ShimKind::Crius;
     let pod = random_id("pod-");
-    let annotations = |kind: &str| {
-        vec![
-            ("io.kubernetes.cri.sandbox-id".to_string(), pod.clone()),
-            (
-                "io.kubernetes.cri.container-type".to_string(),
-                kind.to_string(),
-            ),
-        ]
-    };
+    let annotations = |kind: &str| pod_annotations(&pod, kind);
     let mut sandbox = BundleSpec::sh(&pod, "echo up; sleep 1000");
     sandbox.annotations = annotations("sandbox");
     let sb = fx.create(&sandbox).await.expect("create sandbox");
