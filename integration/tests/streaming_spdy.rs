@@ -222,9 +222,10 @@ async fn exec_scenarios(kind: Kind) {
     // 10 MB through cat: stdin half-closed by FIN.
     let data: Vec<u8> = (0..10_000_000u32).map(|i| (i % 251) as u8).collect();
     let url = exec_url(&ep, &id, vec!["cat".into()], false, true).await;
-    let o = command(&url, "v4.channel.k8s.io", Some(data.clone()), None, true)
-        .await
-        .expect("cat");
+    let o = match command(&url, "v4.channel.k8s.io", Some(data.clone()), None, true).await {
+        Ok(o) => o,
+        Err(e) => panic!("cat: {e:#}\nLOG:\n{}", ep.log_tail()),
+    };
     assert_eq!(o.stdout.len(), data.len(), "{label}");
     assert!(
         o.stdout == data,

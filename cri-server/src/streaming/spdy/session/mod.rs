@@ -531,6 +531,9 @@ impl AsyncWrite for Stream {
     }
 }
 
+/// How long the reader goes on after the transport failed for writing.
+const READ_AFTER_WRITE_FAILURE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Bytes asked of the transport per read.
 const READ_CHUNK: usize = 32 * 1024;
 
@@ -581,13 +584,20 @@ where
                 }
             }
         }
-        Ended::Writer(res) => {
-            let reason = match &res {
-                Ok(()) => "session finished".to_string(),
-                Err(e) => e.to_string(),
-            };
+        Ended::Writer(Ok(())) => {
+            shared.lock().close("session finished".to_string());
+            Ok(())
+        }
+        Ended::Writer(Err(e)) => {
+            // A peer that hangs up right after its last frames (Go's server writes an
+            // exec's status, resets its streams and closes) makes our next write fail
+            // while those frames still wait to be read: read them, so that each stream
+            // ends as the peer ended it, before the session closes.
+            let reason = e.to_string();
+            shared.lock().writer_failed(reason.clone());
+            let _ = tokio::time::timeout(READ_AFTER_WRITE_FAILURE, reader).await;
             shared.lock().close(reason);
-            res
+            Err(e)
         }
     }
 }

@@ -152,6 +152,9 @@ pub(super) struct State {
 
     /// Frames for the writer, in order.
     out: VecDeque<Frame>,
+    /// Why the transport can no longer be written (the peer hung up, say). The session
+    /// still reads what the peer sent before; nothing more is sent.
+    write_failed: Option<String>,
     /// DATA payload bytes in `out`.
     out_data_bytes: usize,
     writer_waker: Option<Waker>,
@@ -198,6 +201,7 @@ impl State {
             sessions: 1,
             out: VecDeque::new(),
             out_data_bytes: 0,
+            write_failed: None,
             writer_waker: None,
             space_wakers: Vec::new(),
             reader_waker: None,
@@ -236,6 +240,9 @@ impl State {
     }
 
     fn queue(&mut self, frame: Frame) {
+        if self.write_failed.is_some() {
+            return;
+        }
         if let Frame::Data(d) = &frame {
             self.out_data_bytes += d.data.len();
         }
@@ -273,6 +280,37 @@ impl State {
                 .clone()
                 .unwrap_or_else(|| "stream no longer exists".to_string()),
         )
+    }
+
+    /// The transport cannot be written any more, but may still hold frames the peer sent
+    /// before it hung up (an exec's status, its streams' resets), which the reader goes
+    /// on delivering. Writers fail from now on; queued frames are dropped.
+    pub(super) fn writer_failed(&mut self, reason: String) {
+        if self.write_failed.is_none() {
+            self.write_failed = Some(reason);
+        }
+        self.out.clear();
+        self.out_data_bytes = 0;
+        for s in self.streams.values_mut() {
+            if let Some(w) = s.write_waker.take() {
+                w.wake();
+            }
+        }
+        for w in self.space_wakers.drain(..) {
+            w.wake();
+        }
+        if let Some(w) = self.reader_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// The error for a write once the session can no longer send.
+    fn send_error(&self) -> Option<StreamError> {
+        match (&self.closed, &self.write_failed) {
+            (Some(_), _) => Some(self.closed_error()),
+            (None, Some(why)) => Some(StreamError::SessionClosed(why.clone())),
+            (None, None) => None,
+        }
     }
 
     /// Ends the session: every waiter wakes and finds out.
@@ -740,7 +778,7 @@ impl State {
     }
 
     pub(super) fn open(&mut self, headers: Headers, fin: bool) -> Result<u32, SessionError> {
-        if let Some(reason) = &self.closed {
+        if let Some(reason) = self.closed.as_ref().or(self.write_failed.as_ref()) {
             return Err(SessionError::Closed(reason.clone()));
         }
         if self.goaway_sent || self.goaway_received {
@@ -886,8 +924,8 @@ impl State {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<Result<usize, StreamError>> {
-        if self.closed.is_some() {
-            return Poll::Ready(Err(self.closed_error()));
+        if let Some(e) = self.send_error() {
+            return Poll::Ready(Err(e));
         }
         let enforce = self.enforce_windows();
         let room = self.config.send_buffer.saturating_sub(self.out_data_bytes);
@@ -966,7 +1004,7 @@ impl State {
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), StreamError>> {
         let closed = self.closed_error();
-        let session_closed = self.closed.is_some();
+        let cannot_send = self.send_error();
         let Some(s) = self.streams.get_mut(&id) else {
             return Poll::Ready(Err(closed));
         };
@@ -976,8 +1014,8 @@ impl State {
         if let Some(reset) = s.reset {
             return Poll::Ready(Err(reset.error()));
         }
-        if session_closed {
-            return Poll::Ready(Err(closed));
+        if let Some(e) = cannot_send {
+            return Poll::Ready(Err(e));
         }
         if s.local && !s.replied {
             s.write_waker = Some(cx.waker().clone());
@@ -1005,8 +1043,8 @@ impl State {
         fin: bool,
     ) -> Result<(), StreamError> {
         let closed = self.closed_error();
-        if self.closed.is_some() {
-            return Err(closed);
+        if let Some(e) = self.send_error() {
+            return Err(e);
         }
         headers.to_block().map_err(StreamError::InvalidHeaders)?;
         let Some(s) = self.streams.get_mut(&id) else {

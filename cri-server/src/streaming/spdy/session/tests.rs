@@ -10,7 +10,7 @@ use tokio::time::timeout;
 
 use super::*;
 use crate::streaming::spdy::frame::{
-    Data, Frame, Ping, RstStream, SynStream, WindowUpdate, SETTINGS_INITIAL_WINDOW_SIZE,
+    Data, Frame, Ping, RstStream, SynReply, SynStream, WindowUpdate, SETTINGS_INITIAL_WINDOW_SIZE,
 };
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -764,4 +764,130 @@ async fn streams_nobody_accepts_are_refused() {
     }
     assert_eq!(saw, (true, true));
     join_driver(driver).await.expect("driver");
+}
+
+/// A transport whose writes start failing (the peer hung up) while its reads still hold
+/// what the peer sent before.
+struct HungUpWrites {
+    inner: DuplexStream,
+    failed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl AsyncRead for HungUpWrites {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for HungUpWrites {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn frames_sent_before_the_peer_hung_up_are_read_after_a_write_fails() {
+    // Go's exec server writes the status, resets its streams and closes at once; our
+    // next write (a WINDOW_UPDATE, more stdin) then fails with EPIPE while its last
+    // frames are still unread. Those must reach the streams.
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let transport = HungUpWrites {
+        inner: a,
+        failed: failed.clone(),
+    };
+    let (client, driver) = Session::with_config(transport, Role::Client, Config::default());
+    let driver = tokio::spawn(driver);
+    let (rd, wr) = tokio::io::split(b);
+    let mut raw = RawReader {
+        rd,
+        dec: FrameDecoder::new(1 << 24, 1 << 20),
+        buf: BytesMut::new(),
+    };
+    let mut raw_wr = RawWriter {
+        wr,
+        enc: FrameEncoder::new().expect("encoder"),
+    };
+    let mut status = client
+        .open(Headers::new().with("streamtype", "error"), false)
+        .expect("open");
+    let mut stdin = client
+        .open(Headers::new().with("streamtype", "stdin"), false)
+        .expect("open");
+    let mut replied = 0;
+    while replied < 2 {
+        if let Some(Frame::SynStream(s)) = within("SYN_STREAM", raw.recv()).await {
+            raw_wr
+                .send(Frame::SynReply(SynReply {
+                    stream_id: s.stream_id,
+                    fin: false,
+                    headers: Headers::new(),
+                }))
+                .await;
+            replied += 1;
+        }
+    }
+    within("reply", status.wait_reply()).await.expect("reply");
+    within("reply", stdin.wait_reply()).await.expect("reply");
+
+    failed.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Writes go on until the session notices that the transport no longer takes them.
+    within("a write to fail", async {
+        loop {
+            if stdin.write_all(b"more input").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    raw_wr
+        .send(Frame::Data(Data {
+            stream_id: status.id(),
+            fin: true,
+            data: Bytes::from_static(b"exit 7"),
+        }))
+        .await;
+    raw_wr
+        .send(Frame::RstStream(RstStream {
+            stream_id: stdin.id(),
+            status: RstStatus::Cancel,
+        }))
+        .await;
+    drop((raw, raw_wr));
+    assert_eq!(read_all(&mut status).await, b"exit 7");
+    let mut rest = Vec::new();
+    let err = within("stdin read", stdin.read_to_end(&mut rest))
+        .await
+        .expect_err("reset");
+    assert!(
+        matches!(
+            stream_error(&err),
+            Some(StreamError::Reset { by_peer: true, .. })
+        ),
+        "{err}"
+    );
+    assert!(
+        join_driver(driver).await.is_err(),
+        "the write failure is reported"
+    );
 }
