@@ -98,6 +98,8 @@ pub struct BundleSpec {
     pub memory_limit: Option<i64>,
     /// Annotations (e.g. the CRI sandbox id used for shim grouping).
     pub annotations: Vec<(String, String)>,
+    /// Ask the shim to start the task at Create (`CreateTask::start_at_create`).
+    pub start_at_create: bool,
 }
 
 impl BundleSpec {
@@ -109,6 +111,7 @@ impl BundleSpec {
             terminal: false,
             memory_limit: None,
             annotations: Vec::new(),
+            start_at_create: false,
         }
     }
 }
@@ -236,6 +239,7 @@ pub fn exec_process(args: &[&str], terminal: bool) -> Value {
         terminal,
         memory_limit: None,
         annotations: Vec::new(),
+        start_at_create: false,
     });
     cfg["process"].take()
 }

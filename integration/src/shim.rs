@@ -220,6 +220,7 @@ impl Fixture {
                 stdout: stdout.to_string(),
                 stderr: stderr.to_string(),
                 options: Some(self.options()),
+                start_at_create: spec.start_at_create,
             })
             .await?;
         Ok(Container {

@@ -70,11 +70,13 @@ async fn lifecycle_with(handler: &str, privileged: bool) -> anyhow::Result<()> {
         .expect_err("duplicate");
     assert_eq!(dup.code(), tonic::Code::AlreadyExists, "{dup}");
 
-    // A create the low-level runtime refuses rolls back (and does not deadlock on its own
-    // lock): an error naming the cause, and no container left.
-    let bad = tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        c.runtime.create_container(cri::CreateContainerRequest {
+    // A command the low-level runtime refuses: as with containerd, the task is made at
+    // StartContainer, so CreateContainer succeeds and StartContainer fails (without
+    // deadlocking on its own lock) with an error naming the cause; the container is then
+    // Exited with reason StartError, and RemoveContainer leaves nothing behind.
+    let bad_id = c
+        .runtime
+        .create_container(cri::CreateContainerRequest {
             pod_sandbox_id: pod_id.clone(),
             config: Some(cri::ContainerConfig {
                 metadata: Some(cri::ContainerMetadata {
@@ -89,16 +91,50 @@ async fn lifecycle_with(handler: &str, privileged: bool) -> anyhow::Result<()> {
                 ..Default::default()
             }),
             sandbox_config: Some(cfg.clone()),
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{handler}: CreateContainer: {e}"))?
+        .into_inner()
+        .container_id;
+    let bad = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        c.runtime.start_container(cri::StartContainerRequest {
+            container_id: bad_id.clone(),
         }),
     )
     .await
-    .map_err(|_| anyhow::anyhow!("{handler}: a failing CreateContainer hung"))?
+    .map_err(|_| anyhow::anyhow!("{handler}: a failing StartContainer hung"))?
     .expect_err("no such binary");
     // youki's own error does not name the path; runc's does.
     assert!(
         handler == "youki" || bad.message().contains("no/such/binary"),
         "{bad}"
     );
+    let st = c
+        .runtime
+        .container_status(cri::ContainerStatusRequest {
+            container_id: bad_id.clone(),
+            verbose: false,
+        })
+        .await?
+        .into_inner()
+        .status
+        .ok_or_else(|| anyhow::anyhow!("no status"))?;
+    assert_eq!(
+        st.state,
+        cri::ContainerState::ContainerExited as i32,
+        "{handler}"
+    );
+    assert_eq!(
+        (st.reason.as_str(), st.exit_code),
+        ("StartError", 128),
+        "{handler}"
+    );
+    c.runtime
+        .remove_container(cri::RemoveContainerRequest {
+            container_id: bad_id,
+        })
+        .await?;
     let left = c
         .runtime
         .list_containers(cri::ListContainersRequest { filter: None })

@@ -781,6 +781,57 @@ async fn privileged(cx: Arc<Cx>) -> R {
     Ok(())
 }
 
+/// A created, not yet started container: StopContainer leaves it Created, an update of its
+/// resources is what it starts with, and a command the runtime cannot run fails at
+/// StartContainer (the task is made there, by crius as by containerd) with StartError.
+async fn created_container(cx: Arc<Cx>) -> R {
+    let pod = cx.ep.pod_config("created");
+    let pid = cx.run_pod(&pod).await?;
+    let mut c = cx.client();
+    let mut cfg = sleeper(&cx, "created");
+    resources(&mut cfg).memory_limit_in_bytes = 64 << 20;
+    let id = c.create_container(&pid, &cfg, &pod).await?;
+    cx.same("stop_created", code(&c.stop(&id, 5).await));
+    let st = c.status_of(&id).await?;
+    cx.same("state_after_stop", st.state);
+    ensure!(
+        st.state == cri::ContainerState::ContainerCreated as i32,
+        "{st:?}"
+    );
+    c.update_resources(
+        &id,
+        cri::LinuxContainerResources {
+            memory_limit_in_bytes: 96 << 20,
+            ..Default::default()
+        },
+    )
+    .await?;
+    c.start(&id).await?;
+    let lim = exec_out(&cx, &id, &["sh", "-c", READ_MEMORY_LIMIT]).await?;
+    cx.same("limit_after_update_then_start", lim.trim());
+    ensure!(lim.trim() == (96u64 << 20).to_string(), "{lim:?}");
+
+    let bad = container_config("bad", &cx.ep.images.busybox, &["/no/such/binary"]);
+    let bid = c.create_container(&pid, &bad, &pod).await?;
+    cx.same("create_of_missing_binary", "ok");
+    let r = c.start(&bid).await;
+    cx.same("start_of_missing_binary_fails", r.is_err());
+    let st = c.status_of(&bid).await?;
+    cx.same(
+        "start_error_status",
+        (
+            st.state,
+            st.exit_code,
+            st.reason.as_str(),
+            st.started_at == 0,
+        ),
+    );
+    ensure!(st.reason == "StartError" && st.exit_code == 128, "{st:?}");
+    c.remove(&bid).await?;
+    cx.same("status_after_remove", code(&c.status_of(&bid).await));
+    Ok(())
+}
+
 async fn memory_limit_and_update(cx: Arc<Cx>) -> R {
     let pod = cx.ep.pod_config("mem");
     let pid = cx.run_pod(&pod).await?;
@@ -1107,6 +1158,7 @@ fn all() -> Vec<(&'static str, ScenarioFn)> {
         capabilities,
         privileged,
         memory_limit_and_update,
+        created_container,
         oom_killed,
         stats,
         reopen_log,

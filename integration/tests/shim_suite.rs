@@ -286,6 +286,7 @@ async fn stdin_then_close_io(case: Case) {
             stdout: format!("file://{}", out.display()),
             stderr: format!("file://{}.err", out.display()),
             options: Some(fx.options()),
+            start_at_create: false,
         })
         .await
         .expect("create");
@@ -624,6 +625,7 @@ async fn bad_input(case: Case) {
             stdout: String::new(),
             stderr: String::new(),
             options: Some(fx.options()),
+            start_at_create: false,
         })
         .await
         .expect_err("duplicate id");
@@ -658,6 +660,7 @@ async fn bad_input(case: Case) {
                 stdout: String::new(),
                 stderr: String::new(),
                 options: Some(opts),
+                start_at_create: false,
             })
             .await
             .expect_err(what);
@@ -846,6 +849,38 @@ async fn sandbox_runs_at_create(case: Case) {
     );
     c.client.start(&c.id, "").await.expect("start app");
 
+    // Any other container runs at Create when the caller asks (crius's StartContainer);
+    // the Go shim ignores the hint and starts it at Start.
+    let mut asked = BundleSpec::sh(&random_id("asked-"), "echo asked; sleep 1000");
+    asked.annotations = annotations("container");
+    asked.start_at_create = true;
+    let a = fx
+        .create(&asked)
+        .await
+        .expect("create with start_at_create");
+    let st = a.client.state(&a.id, "").await.expect("state");
+    let want = if ours {
+        TaskStatus::Running
+    } else {
+        TaskStatus::Created
+    };
+    assert_eq!(st.status, want, "start_at_create");
+    let pid = a.client.start(&a.id, "").await.expect("start asked");
+    assert_eq!(pid, st.pid, "Start answers the init's pid");
+    assert_eq!(
+        a.client.state(&a.id, "").await.expect("state").status,
+        TaskStatus::Running
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::fs::read_to_string(&a.stdout).unwrap_or_default() != "asked\n" {
+        assert!(std::time::Instant::now() < deadline, "no output");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        a.client.start(&a.id, "").await.is_err(),
+        "a second Start is refused"
+    );
+
     if ours {
         fx.wait_event(
             WAIT,
@@ -859,6 +894,14 @@ async fn sandbox_runs_at_create(case: Case) {
             "one create and one start event for the sandbox, in that order"
         );
     }
+    if ours {
+        assert_eq!(
+            fx.topics_for(&a.id).await,
+            ["/tasks/create", "/tasks/start"],
+            "a task started at Create has one create and one start event"
+        );
+    }
+    fx.cleanup(&a).await;
     fx.cleanup(&c).await;
     fx.cleanup(&sb).await;
 }

@@ -32,6 +32,11 @@ pub const LOG_SERVICE: &str = "crius.shim.v1.Log";
 /// ttrpc metadata key containerd uses to pass the namespace to shims.
 pub const NAMESPACE_METADATA_KEY: &str = "containerd-namespace-ttrpc";
 
+/// The ttrpc request metadata on `Create` that asks a crius shim to start the task at
+/// once (see [`CreateTask::start_at_create`]). Request metadata, not the bundle's spec:
+/// it is about this call, and shims that do not know it never see a difference.
+pub const START_AT_CREATE_METADATA_KEY: &str = "io.crius.start-at-create";
+
 /// Default timeout of unary RPCs other than `Wait`. Generous: `Create` and `Exec` run the
 /// low-level runtime, which is slow on a loaded 2-core machine.
 pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -126,7 +131,20 @@ impl TaskClient {
         if let Some(opts) = req.options {
             r.options = MessageField::some(runc_options_any(&opts)?);
         }
-        let resp: api::CreateTaskResponse = self.unary("Create", &r).await?;
+        let metadata: &[(&str, &str)] = if req.start_at_create {
+            &[(START_AT_CREATE_METADATA_KEY, "true")]
+        } else {
+            &[]
+        };
+        let resp: api::CreateTaskResponse = self
+            .call_service_with(
+                task_service_name(self.version),
+                "Create",
+                &r,
+                Some(self.rpc_timeout),
+                metadata,
+            )
+            .await?;
         Ok(resp.pid)
     }
 
@@ -342,6 +360,18 @@ impl TaskClient {
         req: &Req,
         timeout: Option<Duration>,
     ) -> Result<Resp, Error> {
+        self.call_service_with(service, method, req, timeout, &[])
+            .await
+    }
+
+    async fn call_service_with<Req: Message, Resp: Message>(
+        &self,
+        service: &str,
+        method: &str,
+        req: &Req,
+        timeout: Option<Duration>,
+        metadata: &[(&str, &str)],
+    ) -> Result<Resp, Error> {
         let what = format!("{service}/{method}");
         let mut request = ttrpc::Request::new();
         request.service = service.to_string();
@@ -356,6 +386,12 @@ impl TaskClient {
             let mut kv = ttrpc::proto::KeyValue::new();
             kv.key = NAMESPACE_METADATA_KEY.to_string();
             kv.value = ns.clone();
+            request.metadata.push(kv);
+        }
+        for (key, value) in metadata {
+            let mut kv = ttrpc::proto::KeyValue::new();
+            kv.key = key.to_string();
+            kv.value = value.to_string();
             request.metadata.push(kv);
         }
         let fut = self.client.request(request);

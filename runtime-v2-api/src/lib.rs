@@ -18,7 +18,7 @@ pub mod stats;
 pub mod types;
 
 pub use bootstrap::{parse_bootstrap, task_service_name, Bootstrap, TaskApiVersion};
-pub use client::TaskClient;
+pub use client::{TaskClient, START_AT_CREATE_METADATA_KEY};
 pub use error::{Code, Error};
 pub use events::{serve_events, Envelope, EventPublisher, EventsServer, TaskEvent};
 pub use launch::{DeleteResult, ShimLaunch, ShimLogReader};

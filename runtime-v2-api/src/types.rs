@@ -34,6 +34,13 @@ pub struct CreateTask {
     pub stdout: String,
     pub stderr: String,
     pub options: Option<RuncOptions>,
+    /// Asks the shim to start the task as it creates it (one runtime `run` instead of
+    /// `create` + `start`), sent as the [`START_AT_CREATE_METADATA_KEY`] request metadata.
+    /// Only a hint: a shim that ignores it (containerd's Go shim) just creates, so the
+    /// caller still calls `Start`, which a shim that honoured it only acknowledges.
+    ///
+    /// [`START_AT_CREATE_METADATA_KEY`]: crate::START_AT_CREATE_METADATA_KEY
+    pub start_at_create: bool,
 }
 
 /// An `Exec` request; `spec` is the OCI runtime-spec `Process` object as JSON.

@@ -112,7 +112,7 @@ impl Task for TaskService {
 
     async fn create(
         &self,
-        _: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: api::CreateTaskRequest,
     ) -> TtrpcResult<api::CreateTaskResponse> {
         if !req.checkpoint.is_empty() {
@@ -145,6 +145,10 @@ impl Task for TaskService {
                 binary_name: opts.binary_name,
                 root: opts.root,
                 systemd_cgroup: opts.systemd_cgroup,
+                start_at_create: ctx
+                    .metadata
+                    .get(runtime_v2_api::START_AT_CREATE_METADATA_KEY)
+                    .is_some_and(|v| v.iter().any(|v| v == "true")),
             })
             .await?;
         Ok(api::CreateTaskResponse {

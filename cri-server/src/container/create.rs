@@ -1,14 +1,13 @@
 //! CreateContainer: reserve the name, mount the writable layer over the image, build the
-//! OCI spec and create the task in the pod's shim.
+//! OCI spec and bundle, and make the stdio fifos. The task itself is created in
+//! StartContainer, as containerd does: then our shim can run it with one runtime call
+//! (`run --detach`) instead of `create` + `start`.
 //!
 //! As with sandboxes, the record is written as `Creating` (with name and image lease)
 //! before anything is made, and every step is undone on failure or at recovery.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use crius_handlers::shim;
-use runtime_v2_api::CreateTask;
 
 use super::config::ContainerConfig;
 use super::log::LogPipe;
@@ -117,12 +116,12 @@ impl Pods {
         let id = rec.id.clone();
         tracing::debug!(container = %id, sandbox = %sandbox.id, "creating");
         let handler = self.handlers.lookup(&sandbox.handler)?;
-        let client = self.shim(&sandbox.id).ok_or_else(|| {
-            PodError::Unavailable(format!(
+        if self.shim(&sandbox.id).is_none() {
+            return Err(PodError::Unavailable(format!(
                 "the shim of pod sandbox {} is not connected",
                 sandbox.id
-            ))
-        })?;
+            )));
+        }
         let (image_config, _) = self.images.config(image).await?;
         tracing::debug!(container = %id, "image config read");
         rec.stop_signal = image_config
@@ -168,54 +167,27 @@ impl Pods {
                     .map_err(|e| PodError::internal(format!("creating {}", dir.display()), e))?;
             }
         }
-        let (stdout, stderr) = if rec.log_path.is_empty() {
-            (String::new(), String::new())
-        } else if handler.is_crius_shim() {
-            let uri = format!("cri://{}", rec.log_path);
-            (uri.clone(), uri)
-        } else {
-            let out = bundle.join("stdout");
-            let err = bundle.join("stderr");
-            super::exec::make_fifo(&out)?;
-            let stderr = if rec.config.tty {
+        let stdio = TaskStdio::of(&rec, &bundle, handler.is_crius_shim());
+        if !stdio.stdout.is_empty() && !handler.is_crius_shim() {
+            // A foreign shim writes to fifos that the daemon drains into the CRI log.
+            let out = Path::new(&stdio.stdout);
+            super::exec::make_fifo(out)?;
+            let err = if stdio.stderr.is_empty() {
                 None
             } else {
-                super::exec::make_fifo(&err)?;
-                Some(err.as_path())
+                let err = Path::new(&stdio.stderr);
+                super::exec::make_fifo(err)?;
+                Some(err)
             };
-            let pipe = LogPipe::spawn(Some(PathBuf::from(&rec.log_path)), Some(&out), stderr)
+            let pipe = LogPipe::spawn(Some(PathBuf::from(&rec.log_path)), Some(out), err)
                 .await
                 .map_err(|e| PodError::internal("container log", e))?;
             lock(&self.log_pipes).insert(id.clone(), Arc::new(pipe));
-            let err = if rec.config.tty {
-                String::new()
-            } else {
-                err.display().to_string()
-            };
-            (out.display().to_string(), err)
-        };
-        let stdin = if rec.config.stdin {
-            let path = self.cfg.dirs.bundle(&id).join("stdin");
-            let pipe = super::attach::StdinPipe::make(&path)?;
+        }
+        if !stdio.stdin.is_empty() {
+            let pipe = super::attach::StdinPipe::make(Path::new(&stdio.stdin))?;
             lock(&self.stdin_pipes).insert(id.clone(), pipe);
-            path.display().to_string()
-        } else {
-            String::new()
-        };
-        tracing::debug!(container = %id, %stdout, "creating task");
-        rec.pid = client
-            .create(CreateTask {
-                id: id.clone(),
-                bundle,
-                rootfs: Vec::new(),
-                terminal: rec.config.tty,
-                stdin,
-                stdout,
-                stderr,
-                options: shim::runc_options(&handler),
-            })
-            .await?;
-        tracing::debug!(container = %id, pid = rec.pid, "task created");
+        }
         rec.state = ContainerState::Created;
         self.save_container(&rec)?;
         Ok(())
@@ -241,5 +213,44 @@ impl Pods {
             )));
         }
         Ok(Some(t.pid))
+    }
+}
+
+/// The stdio a container's task is created with, derived from its record alone so that
+/// CreateContainer (which makes the fifos) and StartContainer (which creates the task)
+/// agree, across a daemon restart too.
+pub(super) struct TaskStdio {
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl TaskStdio {
+    /// Our shim writes the CRI log itself (`cri://` URI); a foreign shim gets fifos in the
+    /// bundle. A tty has no separate stderr.
+    pub(super) fn of(rec: &ContainerRecord, bundle: &Path, crius_shim: bool) -> TaskStdio {
+        let (stdout, stderr) = if rec.log_path.is_empty() {
+            (String::new(), String::new())
+        } else if crius_shim {
+            let uri = format!("cri://{}", rec.log_path);
+            (uri.clone(), uri)
+        } else {
+            let err = if rec.config.tty {
+                String::new()
+            } else {
+                bundle.join("stderr").display().to_string()
+            };
+            (bundle.join("stdout").display().to_string(), err)
+        };
+        let stdin = if rec.config.stdin {
+            bundle.join("stdin").display().to_string()
+        } else {
+            String::new()
+        };
+        TaskStdio {
+            stdin,
+            stdout,
+            stderr,
+        }
     }
 }

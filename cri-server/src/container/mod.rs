@@ -10,7 +10,7 @@ pub mod record;
 mod remove;
 mod start;
 pub mod stats;
-mod stop;
+pub(crate) mod stop;
 mod update;
 
 use crate::sandbox::config::NamespaceMode;

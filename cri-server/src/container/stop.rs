@@ -24,7 +24,14 @@ impl Pods {
         let Some(rec) = self.container(&rec.id)? else {
             return Ok(());
         };
-        if !matches!(rec.state, ContainerState::Running | ContainerState::Created) {
+        if rec.state == ContainerState::Created {
+            // Its task is made at StartContainer: nothing runs yet, and the container stays
+            // Created (as containerd leaves it). A task of an older crius that created tasks
+            // at CreateContainer is deleted; StartContainer would make it again.
+            self.delete_task(&rec.id, &rec.sandbox_id).await;
+            return Ok(());
+        }
+        if rec.state != ContainerState::Running {
             return Ok(());
         }
         let Some(client) = self.shim(&rec.sandbox_id) else {

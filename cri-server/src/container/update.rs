@@ -26,25 +26,33 @@ impl Pods {
                 rec.id, rec.state
             )));
         }
-        let client = self.shim(&rec.sandbox_id).ok_or_else(|| {
-            PodError::Unavailable(format!(
-                "the shim of pod sandbox {} is not connected",
-                rec.sandbox_id
-            ))
-        })?;
         let linux = spec::oci_resources(&resources, &self.cfg.host, "linux.resources")
             .map_err(PodError::from)?;
-        let json = serde_json::to_value(&linux).map_err(|e| PodError::internal("resources", e))?;
-        client.update(&rec.id, &json, annotations).await?;
-        // The stored spec follows, so exec and verbose status see the new limits.
-        let new_spec = match rec.spec.as_ref().map(|s| s.parse()) {
-            Some(Ok(mut oci)) => {
-                if let Some(l) = oci.linux_mut() {
-                    l.set_resources(Some(linux));
-                }
-                spec::StoredSpec::new(&oci).ok()
-            }
-            _ => rec.spec.clone(),
+        let mut oci = rec.spec.as_ref().and_then(|s| s.parse().ok());
+        if let Some(l) = oci.as_mut().and_then(|o| o.linux_mut().as_mut()) {
+            l.set_resources(Some(linux.clone()));
+        }
+        if rec.state == ContainerState::Created {
+            // No task yet (StartContainer makes it): the bundle's spec is what it will run
+            // with, as containerd updates the spec of a container it has not started.
+            let oci = oci.as_ref().ok_or_else(|| {
+                PodError::Internal(format!("container {} has no stored spec", rec.id))
+            })?;
+            spec::write_spec(oci, &self.cfg.dirs.bundle(&rec.id)).map_err(PodError::from)?;
+        } else {
+            let client = self.shim(&rec.sandbox_id).ok_or_else(|| {
+                PodError::Unavailable(format!(
+                    "the shim of pod sandbox {} is not connected",
+                    rec.sandbox_id
+                ))
+            })?;
+            let json =
+                serde_json::to_value(&linux).map_err(|e| PodError::internal("resources", e))?;
+            client.update(&rec.id, &json, annotations).await?;
+        }
+        let new_spec = match &oci {
+            Some(o) => spec::StoredSpec::new(o).ok(),
+            None => rec.spec.clone(),
         };
         self.update_container(&rec.id, |c| {
             c.config.set_resources(resources);

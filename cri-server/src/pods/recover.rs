@@ -10,6 +10,7 @@ use runtime_v2_api::{parse_bootstrap, Bootstrap, TaskStatus};
 use super::{lock, now_ns, to_ns, PodError, Pods};
 use crate::container::log::LogPipe;
 use crate::container::record::ContainerState;
+use crate::container::stop::is_gone;
 use crate::network::netns::NetNs;
 use crate::sandbox::files::SandboxFiles;
 use crate::sandbox::record::{SandboxRecord, SandboxState};
@@ -98,7 +99,16 @@ impl Pods {
             ContainerState::Created | ContainerState::Running => {}
         }
         let state = match self.shim(&c.sandbox_id) {
-            Some(client) => client.state(id, "").await.ok(),
+            Some(client) => match client.state(id, "").await {
+                Ok(st) => Some(st),
+                // StartContainer creates the task: a created container has none yet, and
+                // its fifos are all it needs back.
+                Err(e) if c.state == ContainerState::Created && is_gone(&e) => {
+                    self.reattach_stdio(&c).await;
+                    return Ok(());
+                }
+                Err(_) => None,
+            },
             None => None,
         };
         match state {
@@ -106,7 +116,9 @@ impl Pods {
                 let at = st.exited_at.map(to_ns).unwrap_or_else(now_ns);
                 self.update_container(id, |r| {
                     if r.state == ContainerState::Created {
+                        // The daemon died inside StartContainer, after the task ran.
                         r.state = ContainerState::Running;
+                        r.started_at = at;
                     }
                 })?;
                 self.record_exit(id, st.exit_status as i32, at, "").await;
@@ -118,18 +130,13 @@ impl Pods {
                     self.update_container(id, |r| {
                         r.state = ContainerState::Running;
                         r.pid = st.pid;
+                        if r.started_at == 0 {
+                            // Not recorded: the daemon died inside StartContainer.
+                            r.started_at = now_ns();
+                        }
                     })?;
                 }
-                self.reattach_log(&c.id, &c.sandbox_id, &c.log_path).await;
-                if c.config.stdin {
-                    let path = self.cfg.dirs.bundle(id).join("stdin");
-                    match crate::container::attach::StdinPipe::open(&path) {
-                        Ok(pipe) => {
-                            lock(&self.stdin_pipes).insert(id.to_string(), pipe);
-                        }
-                        Err(e) => tracing::warn!(container = id, error = %e, "re-opening stdin"),
-                    }
-                }
+                self.reattach_stdio(&c).await;
             }
             None => {
                 self.update_container(id, |r| {
@@ -154,6 +161,21 @@ impl Pods {
             }
         }
         Ok(())
+    }
+
+    /// Opens again what the daemon holds of a live container's stdio: the log fifos' drain
+    /// and the stdin fifo.
+    async fn reattach_stdio(&self, c: &crate::container::record::ContainerRecord) {
+        self.reattach_log(&c.id, &c.sandbox_id, &c.log_path).await;
+        if c.config.stdin {
+            let path = self.cfg.dirs.bundle(&c.id).join("stdin");
+            match crate::container::attach::StdinPipe::open(&path) {
+                Ok(pipe) => {
+                    lock(&self.stdin_pipes).insert(c.id.clone(), pipe);
+                }
+                Err(e) => tracing::warn!(container = %c.id, error = %e, "re-opening stdin"),
+            }
+        }
     }
 
     /// Drains the fifos of a container whose shim does not write its log itself.

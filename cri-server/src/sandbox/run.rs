@@ -235,6 +235,7 @@ impl Pods {
                     stdout: String::new(),
                     stderr: String::new(),
                     options: shim::runc_options(handler),
+                    start_at_create: false,
                 })
                 .await?;
             tracing::debug!(sandbox = %id, "pause created");

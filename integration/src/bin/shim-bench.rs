@@ -68,6 +68,7 @@ async fn lifecycle_in_live_shim(case: Case, runs: usize) -> anyhow::Result<Figur
                 stdout: String::new(),
                 stderr: String::new(),
                 options: Some(fx.options()),
+                start_at_create: false,
             })
             .await?;
         client.start(&spec.id, "").await?;
@@ -101,6 +102,7 @@ async fn lifecycle_fresh_shim(case: Case, runs: usize) -> anyhow::Result<Figures
                 stdout: String::new(),
                 stderr: String::new(),
                 options: Some(fx.options()),
+                start_at_create: false,
             })
             .await?;
         client.start(&spec.id, "").await?;

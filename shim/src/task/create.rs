@@ -7,6 +7,11 @@
 //! it right after creating it (containerd's and crius's RunPodSandbox alike), and one
 //! runtime process instead of `create` + `start` saves a Go start-up (about 8 ms of runc)
 //! on every pod. Its Start then only acknowledges what Create did.
+//!
+//! Any other task is run at Create when the caller asks for it with the
+//! `io.crius.start-at-create` request metadata: crius creates a container's task in
+//! StartContainer (as containerd does) and so always starts it right away. Callers that do
+//! not ask (containerd) get the usual `create`, and a Start that starts.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +44,8 @@ pub struct CreateRequest {
     pub root: String,
     /// `--systemd-cgroup`.
     pub systemd_cgroup: bool,
+    /// The caller asked for the task to be started at once (see the module doc).
+    pub start_at_create: bool,
 }
 
 /// Ids must be usable as file names and runtime ids.
@@ -100,7 +107,7 @@ impl Tasks {
     }
 
     async fn create_reserved(&self, req: &CreateRequest) -> Result<u32> {
-        let run_now = starts_at_create(&req.bundle.join("config.json"))?;
+        let run_now = is_sandbox(&req.bundle.join("config.json"))? || req.start_at_create;
         let name = if req.binary_name.is_empty() {
             "runc"
         } else {
@@ -210,7 +217,7 @@ impl Tasks {
 
 /// Whether the bundle's container is a pod's sandbox, which is run at Create (see the
 /// module doc). A bundle without a readable `config.json` is the caller's error.
-fn starts_at_create(config_json: &Path) -> Result<bool> {
+fn is_sandbox(config_json: &Path) -> Result<bool> {
     #[derive(serde::Deserialize)]
     struct Annotated {
         #[serde(default)]
