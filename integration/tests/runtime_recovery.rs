@@ -75,8 +75,12 @@ async fn running_pods_survive_kill9() {
     let (_reg, mut ep, base) = endpoint().await;
     let mut c = ep.client();
     let mut running = Vec::new();
+    let mut first_pod = None;
     for i in 0..5 {
         let pod = ep.pod_config(&format!("survive{i}"));
+        if i == 0 {
+            first_pod = Some(pod.clone());
+        }
         let pid = ep.run_pod(&pod).await.expect("run pod");
         let host = ep.scratch().join(format!("ticks{i}"));
         std::fs::create_dir_all(&host).expect("dir");
@@ -93,8 +97,43 @@ async fn running_pods_survive_kill9() {
         let st = start_time(cpid).expect("start time");
         running.push((pid, id, cpid, st, host.join("ticks")));
     }
+    // A container created but not started: its task is made at StartContainer, so the
+    // restarted daemon must keep it Created (not lost) and able to start.
+    let created_pod_id = running[0].0.clone();
+    let created_pod = first_pod.expect("five pods");
+    let mut late = container_config("late", &ep.images.busybox, &[]);
+    late.command = sh("echo late-start; sleep 100000");
+    late.log_path = "late.log".into();
+    let late_id = c
+        .create_container(&created_pod_id, &late, &created_pod)
+        .await
+        .expect("create late");
     tokio::time::sleep(Duration::from_millis(500)).await;
     crash_and_restart(&mut ep).await;
+    {
+        let mut c = ep.client();
+        let st = c.status_of(&late_id).await.expect("status of late");
+        assert_eq!(
+            st.state,
+            ContainerState::ContainerCreated as i32,
+            "a created container stays Created across a restart: {st:?}"
+        );
+        c.start(&late_id).await.expect("start late after restart");
+        let log = crius_integration::pod::log_file(&created_pod, &late);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("late-start")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the container started after the restart logs nothing"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let st = c.status_of(&late_id).await.expect("status of late");
+        assert_eq!(st.state, ContainerState::ContainerRunning as i32, "{st:?}");
+    }
     // The daemon was down; the containers were not.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut c = ep.client();
