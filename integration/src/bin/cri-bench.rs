@@ -298,6 +298,8 @@ fn row(name: &str, a: f64, b: f64, unit: &str, target: Option<f64>) {
     println!("{name:<34} {a:>10.2} {b:>12.2} {unit:<4} {ratio:>7.2}×  {verdict}");
 }
 
+const USAGE: &str = "usage: cri-bench [--pods N] [--containers N] [--crius-only] [--keep-logs DIR] [--list-calls N] [--portmap] [--floor-runs N] [--settle-ms N]";
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     if std::env::var_os("CRIUS_TEST_TMPDIR").is_none() {
@@ -329,9 +331,11 @@ async fn main() -> anyhow::Result<()> {
             "--keep-logs" => {
                 keep_logs = Some(args.next().context("--keep-logs needs a directory")?.into())
             }
-            other => anyhow::bail!(
-                "unknown argument {other:?} (usage: cri-bench [--pods N] [--containers N] [--crius-only] [--keep-logs DIR] [--list-calls N] [--portmap] [--floor-runs N] [--settle-ms N])"
-            ),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => anyhow::bail!("unknown argument {other:?} ({USAGE})"),
         }
     }
     anyhow::ensure!(pods >= 1, "--pods must be at least 1");
