@@ -342,3 +342,97 @@ async fn port_forward_over_spdy_crius() {
 async fn port_forward_over_spdy_containerd() {
     port_forward(Kind::Containerd).await;
 }
+
+/// Open file descriptors of `pid` (0 once it is gone).
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// What `pid`'s descriptors point at, for a failure message.
+fn fd_targets(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .map(|t| t.display().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One of each kind of exec session: WebSocket with stdin, SPDY with stdin, SPDY with a
+/// terminal, and an ExecSync.
+async fn one_of_each(ep: &Endpoint, id: &str) {
+    let url = exec_url(ep, id, vec!["cat".into()], false, true).await;
+    let s = crius_integration::streaming::exec(
+        &url,
+        &["v5.channel.k8s.io"],
+        crius_integration::streaming::Input {
+            stdin: Some(b"ws\n".to_vec()),
+            ..Default::default()
+        },
+        T,
+    )
+    .await
+    .expect("WebSocket exec");
+    assert_eq!(s.stdout, b"ws\n");
+    let url = exec_url(ep, id, vec!["cat".into()], false, true).await;
+    let o = command(
+        &url,
+        "v4.channel.k8s.io",
+        Some(b"spdy\n".to_vec()),
+        None,
+        true,
+    )
+    .await
+    .expect("SPDY exec");
+    assert_eq!(o.stdout, b"spdy\n");
+    let url = exec_url(ep, id, sh("sleep 0.3; stty size"), true, false).await;
+    let o = command(&url, "v4.channel.k8s.io", None, Some((80, 24)), false)
+        .await
+        .expect("SPDY tty exec");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "24 80");
+    let r = ep
+        .client()
+        .exec_sync(id, &["echo", "sync"], 10)
+        .await
+        .expect("ExecSync");
+    assert_eq!(r.stdout, b"sync\n");
+}
+
+/// Finished exec sessions give back every descriptor they took, in the daemon and in the
+/// pod's shim (stdio pipes, ptys, sockets, fifos).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_leave_no_fds_crius() {
+    let (_reg, ep, pod_id, id) = sleeper(Kind::Crius("runc")).await.expect("pod");
+    let shims = crius_integration::leaks::shims_of(&ep.socket());
+    assert!(!shims.is_empty(), "the pod's shim is found");
+    let count = || (fds(ep.pid()), shims.iter().map(|p| fds(*p)).sum::<usize>());
+    // Warm up (lazily opened things stay), then take the lowest count seen as the base:
+    // the daemon opens short-lived descriptors of its own (the CNI config scan).
+    one_of_each(&ep, &id).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut base = count();
+    for _ in 0..10 {
+        let c = count();
+        base = (base.0.min(c.0), base.1.min(c.1));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..10 {
+        one_of_each(&ep, &id).await;
+    }
+    // A session whose client keeps a stream open (our tty client keeps its resize stream)
+    // is let go 10 s after the command's end at the latest.
+    let settled = crius_integration::host::wait_until(Duration::from_secs(20), || {
+        let c = count();
+        c.0 <= base.0 && c.1 <= base.1
+    })
+    .await;
+    assert!(
+        settled,
+        "(daemon, shim) descriptors after 40 sessions: {:?}, before: {base:?}; the daemon's: {:?}",
+        count(),
+        fd_targets(ep.pid())
+    );
+    ep.teardown(&pod_id).await;
+}

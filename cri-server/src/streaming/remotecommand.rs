@@ -66,7 +66,14 @@ pub fn resize_reader(mut stream: ClientRead) -> mpsc::Receiver<TerminalSize> {
         let mut buf = Vec::new();
         let mut chunk = [0u8; 1024];
         loop {
-            match stream.read(&mut chunk).await {
+            // The command may end while the client keeps its resize stream open (a SPDY
+            // client never has to close it): stop reading then, or the stream, and with
+            // it the session and its connection, would be held forever.
+            let read = tokio::select! {
+                r = stream.read(&mut chunk) => r,
+                () = tx.closed() => return,
+            };
+            match read {
                 Ok(0) | Err(_) => return,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
