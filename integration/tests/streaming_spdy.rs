@@ -255,6 +255,72 @@ async fn exec_over_spdy_containerd() {
     exec_scenarios(Kind::Containerd).await;
 }
 
+/// Attach over SPDY to a container reading its stdin (stdin_once): stdin reaches it,
+/// stdout and stderr come back apart, and the session reports success once it ends.
+async fn attach_scenario(kind: Kind) {
+    let label = kind.label();
+    let reg = Registry::start(Default::default()).expect("registry");
+    let images = push_test_images(&reg).await.expect("images");
+    let ep = Endpoint::start(kind, &reg, &images)
+        .await
+        .expect("endpoint");
+    let pod = ep.pod_config("spdy-attach");
+    let pod_id = ep.run_pod(&pod).await.expect("pod");
+    let mut ctr = container_config(
+        "reader",
+        &images.busybox,
+        &["sh", "-c", "read l; echo got:$l; echo bye >&2"],
+    );
+    ctr.stdin = true;
+    ctr.stdin_once = true;
+    let id = ep
+        .run_container(&pod_id, &pod, &ctr)
+        .await
+        .expect("container");
+    let url = ep
+        .client()
+        .runtime
+        .attach(cri::AttachRequest {
+            container_id: id,
+            stdin: true,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .expect("attach")
+        .into_inner()
+        .url;
+    let o = command(
+        &url,
+        "v4.channel.k8s.io",
+        Some(b"hello\n".to_vec()),
+        None,
+        true,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{label}: attach session: {e:#}"));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "got:hello\n", "{label}");
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "bye\n", "{label}");
+    assert_eq!(
+        o.exit_code(),
+        Some(0),
+        "{label}: error stream {:?}",
+        String::from_utf8_lossy(&o.error)
+    );
+    ep.teardown(&pod_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_over_spdy_crius() {
+    attach_scenario(Kind::Crius("runc")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_over_spdy_containerd() {
+    attach_scenario(Kind::Containerd).await;
+}
+
 /// Port-forward over SPDY: a data/error stream pair per connection.
 async fn port_forward(kind: Kind) {
     let label = kind.label();
