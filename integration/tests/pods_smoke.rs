@@ -187,7 +187,9 @@ async fn lifecycle_with(handler: &str, privileged: bool) -> anyhow::Result<()> {
             .into_inner(),
     );
     assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32);
-    // The pause binary exits 0 on SIGTERM.
+    // The pause binary exits 0 on SIGTERM, once it has installed its handler: a SIGTERM in
+    // its first moments (a loaded machine) kills it with 143 instead.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     c.runtime
         .stop_container(cri::StopContainerRequest {
             container_id: ctr.clone(),

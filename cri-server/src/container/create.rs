@@ -254,3 +254,54 @@ impl TaskStdio {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(log_path: &str, tty: bool, stdin: bool) -> ContainerRecord {
+        let config = ContainerConfig {
+            tty,
+            stdin,
+            ..Default::default()
+        };
+        ContainerRecord {
+            id: "c1".into(),
+            sandbox_id: "p1".into(),
+            name: "c_p".into(),
+            config,
+            image_id: "sha256:aa".into(),
+            image_name: "busybox".into(),
+            image_ref: "sha256:aa".into(),
+            state: ContainerState::Created,
+            created_at: 1,
+            started_at: 0,
+            exit: None,
+            oom_killed: false,
+            pid: 0,
+            log_path: log_path.into(),
+            spec: None,
+            stop_signal: None,
+        }
+    }
+
+    #[test]
+    fn task_stdio_per_shim_kind() {
+        let b = Path::new("/b");
+        let s = TaskStdio::of(&rec("/l/c.log", false, true), b, true);
+        assert_eq!(
+            (s.stdin.as_str(), s.stdout.as_str(), s.stderr.as_str()),
+            ("/b/stdin", "cri:///l/c.log", "cri:///l/c.log")
+        );
+        let s = TaskStdio::of(&rec("/l/c.log", false, false), b, false);
+        assert_eq!(
+            (s.stdin.as_str(), s.stdout.as_str(), s.stderr.as_str()),
+            ("", "/b/stdout", "/b/stderr")
+        );
+        // A terminal has one output; no log path, no output at all.
+        let s = TaskStdio::of(&rec("/l/c.log", true, false), b, false);
+        assert_eq!((s.stdout.as_str(), s.stderr.as_str()), ("/b/stdout", ""));
+        let s = TaskStdio::of(&rec("", false, false), b, false);
+        assert_eq!((s.stdout.as_str(), s.stderr.as_str()), ("", ""));
+    }
+}

@@ -72,7 +72,17 @@ impl Pods {
                 Err(e) => return Err(PodError::from(e)),
             }
             tracing::debug!(container = %rec.id, "task created");
-            Ok(client.start(&rec.id, "").await?)
+            match client.start(&rec.id, "").await {
+                Ok(pid) => Ok(pid),
+                Err(e) => {
+                    // As containerd does: a task that could not be started is not left
+                    // behind (it may even run: our shim ran it at Create).
+                    let _ = client.kill(&rec.id, "", libc::SIGKILL as u32, true).await;
+                    let _ = tokio::time::timeout(UNDO_WAIT, client.wait(&rec.id, "")).await;
+                    self.delete_task(&rec.id, &rec.sandbox_id).await;
+                    Err(PodError::from(e))
+                }
+            }
         };
         match run.await {
             Ok(pid) => {
@@ -104,6 +114,9 @@ impl Pods {
         }
     }
 }
+
+/// How long a task whose Start failed gets to die before it is deleted.
+const UNDO_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn is_already_exists(e: &runtime_v2_api::Error) -> bool {
     matches!(
