@@ -77,7 +77,10 @@ impl Pods {
             spec: None,
             stop_signal: None,
         };
-        let holder = self.store.update(|t| {
+        // Not synced: the Created record below is, and takes this one to disk with it. A
+        // crash before it loses the reservation, and recovery removes the bundle and the
+        // writable layer that no record owns.
+        let holder = self.store.update_lazy(|t| {
             if let Some(holder) = t.get::<String>(NAMES, &name)? {
                 return Ok(Some(holder));
             }

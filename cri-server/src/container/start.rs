@@ -86,8 +86,10 @@ impl Pods {
         };
         match run.await {
             Ok(pid) => {
-                // An exit event may already have been recorded: keep it.
-                self.update_container(&rec.id, |c| {
+                // An exit event may already have been recorded: keep it. Not synced: after
+                // a crash, recovery finds the task in the shim and marks it Running (or
+                // records its exit) itself.
+                self.update_container_lazy(&rec.id, |c| {
                     c.started_at = c.exit.as_ref().map_or(started, |e| started.min(e.at));
                     c.pid = pid;
                     if c.state == ContainerState::Created {

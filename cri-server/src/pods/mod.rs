@@ -294,14 +294,38 @@ impl Pods {
         id: &str,
         f: impl FnOnce(&mut ContainerRecord),
     ) -> Result<Option<ContainerRecord>, PodError> {
-        let updated = self.store.update(|t| {
+        self.change_container(id, false, f)
+    }
+
+    /// [`Pods::update_container`] without the fsync, for a change recovery finds again on
+    /// its own (a started container: its task in the shim).
+    pub(crate) fn update_container_lazy(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut ContainerRecord),
+    ) -> Result<Option<ContainerRecord>, PodError> {
+        self.change_container(id, true, f)
+    }
+
+    fn change_container(
+        &self,
+        id: &str,
+        lazy: bool,
+        f: impl FnOnce(&mut ContainerRecord),
+    ) -> Result<Option<ContainerRecord>, PodError> {
+        let change = |t: &mut crate::store::Txn<'_>| {
             let Some(mut rec) = t.get::<ContainerRecord>(CONTAINERS, id)? else {
                 return Ok(None);
             };
             f(&mut rec);
             t.put(CONTAINERS, id, &rec)?;
             Ok(Some(rec))
-        })?;
+        };
+        let updated = if lazy {
+            self.store.update_lazy(change)?
+        } else {
+            self.store.update(change)?
+        };
         if let Some(rec) = &updated {
             lock(&self.records).put_container(rec.clone());
         }
