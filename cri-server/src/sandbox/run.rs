@@ -95,7 +95,10 @@ impl Pods {
             image: image.id.to_string(),
             spec: None,
         };
-        let holder = self.store.update(|t| {
+        // Not synced: the Ready record at the end is, and takes this one to disk with it.
+        // A crash before it loses the reservation; recovery then stops the shim, removes
+        // the files and the netns pin and DELs the CNI attachment that no record owns.
+        let holder = self.store.update_lazy(|t| {
             if let Some(holder) = t.get::<String>(NAMES, &name)? {
                 return Ok(Some(holder));
             }
