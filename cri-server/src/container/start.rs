@@ -89,7 +89,7 @@ impl Pods {
                 // An exit event may already have been recorded: keep it. Not synced: after
                 // a crash, recovery finds the task in the shim and marks it Running (or
                 // records its exit) itself.
-                self.update_container_lazy(&rec.id, |c| {
+                let now = self.update_container_lazy(&rec.id, |c| {
                     c.started_at = c.exit.as_ref().map_or(started, |e| started.min(e.at));
                     c.pid = pid;
                     if c.state == ContainerState::Created {
@@ -97,6 +97,10 @@ impl Pods {
                     }
                 })?;
                 self.emit(&rec.id, &rec.sandbox_id, ContainerEventKind::Started);
+                if now.is_some_and(|c| c.exit.is_some()) {
+                    // Its exit came first and left the "stopped" event to us.
+                    self.emit(&rec.id, &rec.sandbox_id, ContainerEventKind::Stopped);
+                }
                 Ok(())
             }
             Err(e) => {

@@ -78,9 +78,14 @@ impl Pods {
             return;
         }
         let mut sandbox = String::new();
+        // An exit can come while StartContainer still waits for the shim's answer (our
+        // shim runs the task as it creates it): StartContainer then says "started" and
+        // "stopped", in that order.
+        let mut before_started = false;
         let r = self.update_container(id, |c| {
             sandbox = c.sandbox_id.clone();
             if c.exit.is_none() && c.state != ContainerState::Creating {
+                before_started = c.state == ContainerState::Created;
                 c.state = ContainerState::Exited;
                 c.exit = Some(Exit {
                     code,
@@ -93,7 +98,9 @@ impl Pods {
         match r {
             Ok(Some(_)) => {
                 self.finish_log_pipe(id).await;
-                self.emit(id, &sandbox, ContainerEventKind::Stopped);
+                if !before_started {
+                    self.emit(id, &sandbox, ContainerEventKind::Stopped);
+                }
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(container = id, error = %e, "recording exit"),
