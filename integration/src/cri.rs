@@ -552,17 +552,47 @@ fn kill_leftovers(dir: &Path) {
             }
         }
     }
+    // The shims name the daemon's socket, under `dir`, in their command line. Containers
+    // whose runtime state is not in a runc root under `dir` (youki's, the Go shim's) are
+    // still their children: kill those first (a container's init takes its pid namespace
+    // with it), then the shims.
     let needle = dir.display().to_string();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
-        if pid != std::process::id() && String::from_utf8_lossy(&cmdline).contains(&needle) {
-            host::kill(pid, libc::SIGKILL);
+    let pids: Vec<u32> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|p| p.file_name().to_str().and_then(|s| s.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let shims: Vec<u32> = pids
+        .iter()
+        .copied()
+        .filter(|&pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            pid != std::process::id() && String::from_utf8_lossy(&cmdline).contains(&needle)
+        })
+        .collect();
+    let orphans: Vec<u32> = pids
+        .iter()
+        .copied()
+        .filter(|&pid| host::parent_pid(pid).is_some_and(|pp| shims.contains(&pp)))
+        .collect();
+    for pid in orphans.iter().chain(&shims) {
+        host::kill(*pid, libc::SIGKILL);
+    }
+    // Their cgroups (crius's default parent, `/crius/<id>`), once the kills have landed.
+    if let Ok(tasks) = std::fs::read_dir(dir.join("state").join("tasks")) {
+        let ids: Vec<_> = tasks.flatten().map(|t| t.file_name()).collect();
+        if !ids.is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        let controllers = std::fs::read_dir("/sys/fs/cgroup")
+            .map(|d| d.flatten().map(|c| c.path()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        for id in &ids {
+            for c in &controllers {
+                let _ = std::fs::remove_dir(c.join("crius").join(id));
+            }
         }
     }
 }
