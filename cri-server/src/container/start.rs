@@ -13,6 +13,7 @@ use runtime_v2_api::CreateTask;
 
 use super::create::TaskStdio;
 use super::record::{ContainerState, Exit};
+use super::stop::shim_answered;
 use crate::pods::{now_ns, ContainerEventKind, PodError, Pods};
 use crate::sandbox::record::SandboxState;
 
@@ -68,7 +69,7 @@ impl Pods {
             match create.await {
                 Ok(_) => {}
                 // A task made by a crius from before tasks were created at start.
-                Err(e) if is_already_exists(&e) => {}
+                Err(e) if shim_answered(&e, runtime_v2_api::Code::AlreadyExists) => {}
                 Err(e) => return Err(PodError::from(e)),
             }
             tracing::debug!(container = %rec.id, "task created");
@@ -123,13 +124,3 @@ impl Pods {
 
 /// How long a task whose Start failed gets to die before it is deleted.
 const UNDO_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-fn is_already_exists(e: &runtime_v2_api::Error) -> bool {
-    matches!(
-        e,
-        runtime_v2_api::Error::Rpc {
-            code: runtime_v2_api::Code::AlreadyExists,
-            ..
-        }
-    )
-}

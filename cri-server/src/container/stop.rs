@@ -91,11 +91,10 @@ impl Pods {
 
 /// True when the shim no longer knows the task (it exited and was deleted).
 pub(crate) fn is_gone(e: &runtime_v2_api::Error) -> bool {
-    matches!(
-        e,
-        runtime_v2_api::Error::Rpc {
-            code: runtime_v2_api::Code::NotFound,
-            ..
-        }
-    )
+    shim_answered(e, runtime_v2_api::Code::NotFound)
+}
+
+/// True when the shim itself answered `code` (not a transport or local failure).
+pub(crate) fn shim_answered(e: &runtime_v2_api::Error, code: runtime_v2_api::Code) -> bool {
+    matches!(e, runtime_v2_api::Error::Rpc { code: c, .. } if *c == code)
 }
